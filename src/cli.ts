@@ -1,0 +1,113 @@
+import yargs from 'yargs/yargs';
+import type { Argv } from 'yargs';
+import { EXIT, UserError } from './core/errors';
+import { VERSION } from './version';
+
+/**
+ * The CLI is a list of commands. Each entry declares its flags here and loads its handler only
+ * when it runs, so `--help` and `--version` never pay for mail, SQL or IMAP modules.
+ */
+interface CommandEntry {
+  command: string;
+  describe: string;
+  flags: (y: Argv) => Argv;
+  load: () => { handler: (argv: Record<string, unknown>) => Promise<number> };
+}
+
+const commands: CommandEntry[] = [
+  {
+    command: 'watch',
+    describe: 'Watch the mailbox (IMAP IDLE) and answer command mails as they arrive',
+    flags: (y) =>
+      y
+        .option('once', { type: 'boolean', describe: 'Process what is waiting, drain the outbox, exit' })
+        .option('dry-run', { type: 'boolean', describe: 'Parse and authorize, log the replies, execute nothing' }),
+    load: () => require('./commands/watch'),
+  },
+  {
+    command: 'run',
+    describe: 'Process one RFC 822 message from stdin (procmail, MTA pipe, cron)',
+    flags: (y) =>
+      y
+        .option('print', { type: 'boolean', describe: 'Write the reply message to stdout instead of sending it' })
+        .option('sender', {
+          type: 'string',
+          describe: 'Envelope sender from the MTA (e.g. Postfix ${sender}); "" means a bounce',
+        }),
+    load: () => require('./commands/run'),
+  },
+  {
+    command: 'users <action> [address]',
+    describe: 'Manage the allow list: users, roles, TOTP enrolment',
+    flags: (y) =>
+      y
+        .positional('action', {
+          choices: ['list', 'add', 'remove', 'set-roles', 'enroll-totp', 'set-pgp-key'] as const,
+          describe: 'What to do',
+        })
+        .positional('address', { type: 'string', describe: 'The user\'s e-mail address' })
+        .option('roles', { type: 'string', describe: 'Comma-separated roles (add, set-roles)' })
+        .option('key-file', { type: 'string', describe: 'Armored public key file (set-pgp-key)' })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output (list)' }),
+    load: () => require('./commands/users'),
+  },
+  {
+    command: 'test-service [name]',
+    describe: 'Probe the configured service adapters and report what answers',
+    flags: (y) =>
+      y
+        .positional('name', { type: 'string', describe: 'Only this service' })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output' }),
+    load: () => require('./commands/test-service'),
+  },
+];
+
+function printError(err: unknown, debug: boolean): number {
+  if (err instanceof UserError) {
+    process.stderr.write(`mailagent: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
+    return err.exitCode;
+  }
+  process.stderr.write(
+    debug && err instanceof Error ? `${err.stack}\n` : `mailagent: internal error: ${String(err)} (--debug for details)\n`,
+  );
+  // A bug must not make an MTA bounce a mail to a possibly forged sender: ask it to retry.
+  return EXIT.TEMPFAIL;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let exitCode: number = EXIT.OK;
+  const cli = yargs(argv)
+    .scriptName('mailagent')
+    .usage('$0 <command> [options]\n\nRun sysadmin commands sent by e-mail.')
+    .version(VERSION)
+    .option('config', { type: 'string', describe: 'Config file (default: search from the working directory)' })
+    .option('debug', { type: 'boolean', describe: 'Print stack traces for internal errors' })
+    .strict()
+    .demandCommand(1, 'no command given (one of: watch, run, users, test-service)')
+    .recommendCommands()
+    .wrap(Math.min(100, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      // Throwing stops yargs from running the handler after a usage error.
+      throw err ?? new UserError(msg, EXIT.USAGE, "run 'mailagent --help' for usage");
+    });
+  for (const entry of commands) {
+    cli.command(entry.command, entry.describe, entry.flags, async (args) => {
+      try {
+        exitCode = await entry.load().handler(args as Record<string, unknown>);
+      } catch (err) {
+        exitCode = printError(err, Boolean(args.debug));
+      }
+    });
+  }
+  await cli.parseAsync();
+  return exitCode;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.exitCode = printError(err, process.argv.includes('--debug'));
+  },
+);
