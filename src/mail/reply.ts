@@ -19,8 +19,11 @@ export interface ReplyContent {
   attachments?: Attachment[];
 }
 
+/** The status a previous reply appended, so a reply to a reply does not grow a chain of them. */
+const OUR_STATUS = /\s+—\s+(processed|not processed|no command found|outcome unknown)\b[^—]*$/;
+
 function replySubject(original: string, status: string): string {
-  const base = original.trim() || '(no subject)';
+  const base = original.trim().replace(OUR_STATUS, '') || '(no subject)';
   return `${/^re\s*:/i.test(base) ? base : `Re: ${base}`} — ${status}`;
 }
 
