@@ -1,7 +1,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import * as fs from 'node:fs';
 import { homedir, tmpdir, userInfo } from 'node:os';
-import { isAbsolute, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { EXIT, UserError } from '../core/errors';
 
 /**
@@ -13,6 +13,8 @@ import { EXIT, UserError } from '../core/errors';
 
 /** Asset key; build.mjs uses the same name. */
 const SQLITE_ASSET = 'better_sqlite3.node';
+/** SHA-256 of that asset, computed by build.mjs (hashing 2 MB at every start would cost ~4 ms). */
+declare const __SQLITE_ADDON_SHA256__: string | undefined;
 
 type DatabaseConstructor = typeof BetterSqlite3;
 
@@ -55,9 +57,9 @@ function isSea(): boolean {
 
 function loadAddonFromSea(): object {
   const sea = require('node:sea') as typeof import('node:sea');
-  const bytes = Buffer.from(sea.getAsset(SQLITE_ASSET));
-  const { createHash } = require('node:crypto') as typeof import('node:crypto');
-  const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 20);
+  // The raw asset is the executable's own mapped memory: read it, never write to it.
+  const bytes = Buffer.from(sea.getRawAsset(SQLITE_ASSET) as ArrayBuffer);
+  const hash = (typeof __SQLITE_ADDON_SHA256__ === 'string' ? __SQLITE_ADDON_SHA256__ : sha256(bytes)).slice(0, 20);
   const name = `better_sqlite3-${process.platform}-${process.arch}-${hash}.node`;
 
   const problems: string[] = [];
@@ -84,6 +86,11 @@ function loadAddonFromSea(): object {
     EXIT.TEMPFAIL,
     'point XDG_CACHE_HOME at a private directory you own (mode 0700) on a filesystem that allows executables',
   );
+}
+
+function sha256(bytes: Buffer): string {
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
+  return createHash('sha256').update(bytes).digest('hex');
 }
 
 /** Where the addon may be unpacked, best first. */
@@ -116,13 +123,39 @@ function cacheDirs(): string[] {
  * it and plant a library for us to load.
  */
 function ensurePrivateDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir);
   const st = fs.lstatSync(dir);
   if (!st.isDirectory()) throw new Error('not a directory (or a symbolic link)');
   const uid = process.getuid?.();
   if (uid !== undefined && st.uid !== uid) throw new Error(`owned by uid ${st.uid}, not by us (uid ${uid})`);
   if (process.platform !== 'win32' && (st.mode & 0o022) !== 0) {
     throw new Error(`writable by others (mode ${(st.mode & 0o777).toString(8)})`);
+  }
+}
+
+/**
+ * mkdir -p with mode 0700 for every directory it creates. Not `{ recursive: true }`: Node's loops
+ * forever when a parent refuses with ENOENT (e.g. HOME=/proc, seen with some service accounts).
+ */
+function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      fs.mkdirSync(d, { mode: 0o700 });
+      break;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') break;
+      if (code !== 'ENOENT' || dirname(d) === d) throw err;
+      missing.push(d);
+    }
+  }
+  for (const d of missing.reverse()) {
+    try {
+      fs.mkdirSync(d, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
 }
 

@@ -1,0 +1,122 @@
+#!/usr/bin/env node
+// Start-up report for the single executable: median wall time of dist/mailagent against a bare
+// `node -e 0`. A report, not a test: exits 0 whatever the numbers (1 only if there is no binary).
+//
+//   node bench/startup.mjs [--keep-env] [MAIL]      MAIL defaults to examples/01-help.eml
+//
+// The children run without NODE_EXTRA_CA_CERTS and NODE_OPTIONS unless --keep-env: a CA bundle in
+// NODE_EXTRA_CA_CERTS is parsed at every node start (~40 ms for a distribution bundle), which
+// inflates both sides of the ratio and hides the cost of the program itself.
+
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = join(ROOT, 'dist', 'mailagent');
+const RUNS = 20;
+const WARMUPS = 2;
+
+if (!existsSync(BIN)) {
+  console.error(`bench: ${relative(process.cwd(), BIN)} not found: run \`npm run build\` first`);
+  process.exit(1);
+}
+
+const argv = process.argv.slice(2);
+const keepEnv = argv.includes('--keep-env');
+const mailArg = argv.find((a) => !a.startsWith('--'));
+const mail = resolve(mailArg ?? join(ROOT, 'examples', '01-help.eml'));
+const DISTORTING = ['NODE_EXTRA_CA_CERTS', 'NODE_OPTIONS'];
+const removed = keepEnv ? [] : DISTORTING.filter((k) => process.env[k] !== undefined);
+const env = { ...process.env };
+for (const k of removed) delete env[k];
+const config = join(ROOT, 'config.example.json');
+const show = (p) => relative(process.cwd(), p) || p;
+
+/** One timed run; throws with the reason if the command did not succeed. */
+function once({ cmd, args, stdinFile, needOutput }) {
+  const stdin = stdinFile ? openSync(stdinFile, 'r') : 'ignore';
+  try {
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync(cmd, args, { cwd: ROOT, env, stdio: [stdin, 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (r.error) throw r.error;
+    if (r.status !== 0) {
+      const why = String(r.stderr).trim().split('\n')[0] || 'no message';
+      throw new Error(`${r.signal ?? `exit ${r.status}`}: ${why}`);
+    }
+    if (needOutput && r.stdout.length === 0) throw new Error('empty stdout');
+    return ms;
+  } finally {
+    if (typeof stdin === 'number') closeSync(stdin);
+  }
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Round-robin over the cases, so that a change in machine load hits every row alike. */
+function measureAll(cases) {
+  const state = cases.map((c) => (c.skip ? { ...c, skipped: c.skip } : { ...c, times: [] }));
+  for (let i = 0; i < WARMUPS + RUNS; i++) {
+    for (const s of state) {
+      if (!s.times) continue;
+      try {
+        const ms = once(s);
+        if (i >= WARMUPS) s.times.push(ms);
+      } catch (err) {
+        s.failed = err.message;
+        delete s.times;
+      }
+    }
+  }
+  return state.map((s) => (s.times ? { ...s, ms: median(s.times) } : s));
+}
+
+const missing = [!existsSync(mail) && `no ${show(mail)}`, !existsSync(config) && `no ${show(config)}`].filter(Boolean);
+const cases = [
+  { label: 'node -e 0', cmd: process.execPath, args: ['-e', '0'] },
+  { label: 'mailagent --help', cmd: BIN, args: ['--help'], goal: 1.8 },
+  {
+    label: `mailagent run --print < ${show(mail)}`,
+    cmd: BIN,
+    args: ['run', '--print', '--config', config],
+    stdinFile: mail,
+    needOutput: true,
+    goal: 2.5,
+    skip: missing.length ? `skipped: ${missing.join(', ')}` : undefined,
+  },
+];
+
+const results = measureAll(cases);
+const base = results[0].ms;
+const rows = [['command', 'median ms', 'ratio', 'goal', 'result']];
+for (const r of results) {
+  if (r.ms === undefined) {
+    rows.push([r.label, '-', '-', r.goal ? `≤ ${r.goal}×` : '', r.skipped ?? `FAIL (${r.failed})`]);
+    continue;
+  }
+  const ratio = base ? r.ms / base : NaN;
+  rows.push([
+    r.label,
+    r.ms.toFixed(1),
+    r === results[0] ? '1.00×' : `${ratio.toFixed(2)}×`,
+    r.goal ? `≤ ${r.goal}×` : '',
+    r.goal ? (ratio <= r.goal ? 'PASS' : 'MISS') : '',
+  ]);
+}
+const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+const line = (row) =>
+  row
+    .map((cell, i) => (i === 1 || i === 2 ? cell.padStart(widths[i]) : cell.padEnd(widths[i])))
+    .join('  ')
+    .trimEnd();
+console.log(`startup, median of ${RUNS} interleaved runs after ${WARMUPS} warm-ups (node ${process.version})`);
+console.log(line(rows[0]));
+console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+for (const row of rows.slice(1)) console.log(line(row));
+if (removed.length) console.log(`(ran without ${removed.join(', ')} from this environment; --keep-env to keep them)`);

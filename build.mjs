@@ -1,0 +1,242 @@
+#!/usr/bin/env node
+// Builds dist/mailagent: one self-contained executable (esbuild bundle + Node Single Executable
+// Application with a V8 code cache). The result runs from any directory, without node_modules.
+//
+//   node build.mjs                                   src/cli.ts -> dist/mailagent
+//   node build.mjs --entry x.ts --out dist/x         any other entry (smoke tests)
+//
+// Steps: esbuild -> dist/bundle.cjs, `node --experimental-sea-config` -> dist/sea-prep.blob,
+// copy (stripped) node -> dist/mailagent, postject the blob in, chmod 755.
+// The better-sqlite3 addon travels as the SEA asset `better_sqlite3.node`; src/sqlite/open.ts
+// extracts and dlopen()s it at run time, so the bundle never asks `bindings` to find it.
+
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = dirname(fileURLToPath(import.meta.url));
+const requireFromRoot = createRequire(join(ROOT, 'package.json'));
+
+/** Node's sentinel for SEA; postject flips it so the binary knows a blob is present. */
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+/** Asset key shared with src/sqlite/open.ts. */
+export const SQLITE_ASSET = 'better_sqlite3.node';
+
+const BANNER =
+  'var require=require("node:module").createRequire(__filename),' +
+  '__importMetaUrl=require("node:url").pathToFileURL(__filename).href;';
+
+class BuildError extends Error {}
+
+/** Runs a command, returns its output; on failure throws with everything it printed. */
+function run(cmd, args, what) {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.error) throw r.error;
+  if (r.status !== 0) {
+    const out = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+    throw new BuildError(`${what} failed (${r.signal ?? `exit ${r.status}`})${out ? `:\n${out}` : ''}`);
+  }
+  return r;
+}
+
+/** `bindings` hunts for the .node file on disk: impossible in the binary, so it must never run. */
+const noBindingsPlugin = {
+  name: 'no-bindings',
+  setup(b) {
+    b.onResolve({ filter: /^bindings$/ }, () => ({ path: 'bindings', namespace: 'no-bindings' }));
+    b.onLoad({ filter: /.*/, namespace: 'no-bindings' }, () => ({
+      loader: 'js',
+      contents:
+        'module.exports = function () { throw new Error(' +
+        JSON.stringify(
+          'better-sqlite3: the native addon must come from the executable (use openSqlite() from src/sqlite/open.ts)',
+        ) +
+        '); };',
+    }));
+  },
+};
+
+/**
+ * Start-up: every copy of `string-width` (yargs and its cliui/wrap-ansi use 7.x and 8.x) builds an
+ * `Intl.Segmenter` and Unicode-property regexps at module load, ~10 ms of a ~45 ms `--help`. The
+ * help text is printable ASCII, whose width is its length, so each `string-width` import becomes a
+ * small wrapper that answers that case itself and only `require()`s the real module (which
+ * esbuild then initializes lazily) for anything else: ANSI escapes, tabs, non-ASCII.
+ */
+const lazyStringWidthPlugin = {
+  name: 'lazy-string-width',
+  setup(b) {
+    b.onResolve({ filter: /^string-width$/ }, async (args) => {
+      if (args.pluginData?.real) return undefined;
+      const real = await b.resolve(args.path, {
+        kind: args.kind,
+        importer: args.importer,
+        resolveDir: args.resolveDir,
+        pluginData: { real: true },
+      });
+      if (real.errors.length) return { errors: real.errors };
+      return { path: real.path, namespace: 'lazy-string-width' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'lazy-string-width' }, (args) => ({
+      loader: 'js',
+      resolveDir: dirname(args.path),
+      contents: `
+        const printableAscii = /^[\\x20-\\x7e]*$/;
+        let real;
+        module.exports = function stringWidth(string, options) {
+          if (typeof string === 'string' && printableAscii.test(string)) return string.length;
+          real ??= require(${JSON.stringify(args.path)}).default;
+          return real(string, options);
+        };
+        module.exports.default = module.exports;`,
+    }));
+  },
+};
+
+function findSqliteAddon() {
+  const pkgDir = dirname(requireFromRoot.resolve('better-sqlite3/package.json'));
+  const addon = join(pkgDir, 'build', 'Release', 'better_sqlite3.node');
+  if (!existsSync(addon)) {
+    throw new BuildError(`${addon} is missing: run \`npm rebuild better-sqlite3\``);
+  }
+  return addon;
+}
+
+/** Copies the running node to `output`, stripped of symbols when `strip` exists (before injection!). */
+function copyNode(output) {
+  rmSync(output, { force: true }); // unlink first: the old binary may be running (ETXTBSY), or hard-linked
+  if (process.platform !== 'win32' && process.platform !== 'darwin') {
+    const r = spawnSync('strip', ['-o', output, process.execPath], { encoding: 'utf8' });
+    if (!r.error && r.status === 0) return true;
+    if (r.error && r.error.code !== 'ENOENT') throw r.error;
+    if (!r.error) throw new BuildError(`strip failed: ${(r.stderr || r.stdout).trim()}`);
+  }
+  copyFileSync(process.execPath, output);
+  return false;
+}
+
+/**
+ * Builds one executable. Paths are relative to the project root.
+ * @param {{ entry?: string, output?: string, minify?: boolean, codeCache?: boolean }} [opts]
+ * @returns {Promise<{ output: string, bytes: number, bundleBytes: number, ms: number, stripped: boolean }>}
+ */
+export async function build({
+  entry = 'src/cli.ts',
+  output = 'dist/mailagent',
+  minify = true,
+  codeCache = true,
+} = {}) {
+  const t0 = performance.now();
+  const esbuild = await import('esbuild');
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+
+  const outAbs = resolve(ROOT, output);
+  const outDir = dirname(outAbs);
+  // The default build uses the documented names; any other output gets its own intermediates.
+  const prefix = basename(outAbs) === 'mailagent' ? '' : `${basename(outAbs)}.`;
+  const bundle = join(outDir, `${prefix}bundle.cjs`);
+  const seaConfig = join(outDir, `${prefix}sea.json`);
+  const blob = join(outDir, `${prefix}sea-prep.blob`);
+  mkdirSync(outDir, { recursive: true });
+
+  const addon = findSqliteAddon();
+  const addonSha256 = createHash('sha256').update(readFileSync(addon)).digest('hex');
+
+  // 1. Bundle. A failure throws with esbuild's messages (already printed via logLevel).
+  await esbuild.build({
+    absWorkingDir: ROOT,
+    entryPoints: [resolve(ROOT, entry)],
+    outfile: bundle,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    // pg-native: optional libpq binding that pg requires only when asked (pg.native); absent, pg says so and goes on.
+    external: ['typescript', 'pg-native'],
+    define: {
+      'import.meta.url': '__importMetaUrl',
+      __APP_VERSION__: JSON.stringify(pkg.version),
+      __SQLITE_ADDON_SHA256__: JSON.stringify(addonSha256), // names the extracted copy (src/sqlite/open.ts)
+    },
+    banner: { js: BANNER },
+    plugins: [noBindingsPlugin, lazyStringWidthPlugin],
+    minify,
+    legalComments: 'none',
+    lineLimit: 400, // minified, yet an uncaught error's source excerpt stays one short line
+    logLevel: 'warning',
+  });
+
+  // 2. SEA preparation blob (code cache is produced by this very node binary, which we then copy).
+  const rel = (p) => relative(ROOT, p) || '.';
+  const config = {
+    main: rel(bundle),
+    output: rel(blob),
+    disableExperimentalSEAWarning: true,
+    useCodeCache: codeCache,
+    assets: { [SQLITE_ASSET]: rel(addon) },
+  };
+  writeFileSync(seaConfig, `${JSON.stringify(config, null, 2)}\n`);
+  rmSync(blob, { force: true });
+  run(process.execPath, ['--experimental-sea-config', rel(seaConfig)], 'node --experimental-sea-config');
+
+  // 3. Executable: copy node (stripped BEFORE injection: stripping afterwards breaks the binary).
+  const stripped = copyNode(outAbs);
+  chmodSync(outAbs, 0o755);
+
+  // 4. Inject. postject's own CLI from node_modules, in a child so its WASM runtime's process hooks
+  //    and its "Can't find string offset for section name" chatter stay out of our way.
+  const postjectCli = join(dirname(requireFromRoot.resolve('postject/package.json')), 'dist', 'cli.js');
+  const args = [postjectCli, outAbs, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE];
+  if (process.platform === 'darwin') {
+    run('codesign', ['--remove-signature', outAbs], 'codesign --remove-signature');
+    args.push('--macho-segment-name', 'NODE_SEA');
+  }
+  try {
+    run(process.execPath, args, 'postject');
+  } catch (err) {
+    rmSync(outAbs, { force: true }); // never leave a half-made binary behind
+    throw err;
+  }
+  if (process.platform === 'darwin') run('codesign', ['--sign', '-', outAbs], 'codesign');
+  chmodSync(outAbs, 0o755);
+
+  return {
+    output: outAbs,
+    bytes: statSync(outAbs).size,
+    bundleBytes: statSync(bundle).size,
+    ms: performance.now() - t0,
+    stripped,
+  };
+}
+
+const mb = (n) => (n < 1 << 20 ? `${Math.ceil(n / 1024)} kB` : `${(n / 1024 / 1024).toFixed(1)} MB`);
+const shortPath = (p) => {
+  const rel = relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') ? rel : p;
+};
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const { values } = parseArgs({
+    options: {
+      entry: { type: 'string' },
+      out: { type: 'string' },
+      'no-minify': { type: 'boolean' },
+    },
+  });
+  try {
+    const r = await build({ entry: values.entry, output: values.out, minify: !values['no-minify'] });
+    console.log(
+      `built ${shortPath(r.output)}: ${mb(r.bytes)} (bundle ${mb(r.bundleBytes)}` +
+        `${r.stripped ? '' : ', node not stripped: no `strip` command'}) in ${(r.ms / 1000).toFixed(1)}s`,
+    );
+  } catch (err) {
+    // esbuild has already printed its diagnostics; do not repeat them as a stack trace.
+    const msg = err instanceof BuildError ? err.message : err?.errors ? 'esbuild failed' : (err?.stack ?? String(err));
+    console.error(`build failed: ${msg}`);
+    process.exitCode = 1;
+  }
+}
