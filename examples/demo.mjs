@@ -22,7 +22,8 @@ createDemoDatabase(join(root, 'var', 'demo.db'));
 
 const rule = (title) => `\n${'='.repeat(78)}\n${title}\n${'='.repeat(78)}`;
 for (const name of readdirSync(here).filter((f) => f.endsWith('.eml')).sort()) {
-  const mail = readFileSync(join(here, name));
+  // Stamped with the current time: the agent refuses mail dated outside its replay window.
+  const mail = Buffer.from(readFileSync(join(here, name), 'latin1').replace(/^Date: .*$/m, `Date: ${new Date().toUTCString()}`), 'latin1');
   const request = await simpleParser(mail);
   console.log(rule(`${relative(root, join(here, name))}  from ${request.from?.text}  "${request.subject}"`));
   console.log(request.text.trimEnd().replace(/^/gm, '  | '));

@@ -47,6 +47,7 @@ const commands: CommandEntry[] = [
         })
         .positional('address', { type: 'string', describe: 'The user\'s e-mail address' })
         .option('roles', { type: 'string', describe: 'Comma-separated roles (add, set-roles)' })
+        .option('name', { type: 'string', describe: 'Display name (add)' })
         .option('key-file', { type: 'string', describe: 'Armored public key file (set-pgp-key)' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output (list)' }),
     load: () => require('./commands/users'),

@@ -46,7 +46,7 @@ test('every problem is reported at once, each with its JSON path', () => {
     'smtp.port: expected integer, got string',
     'smtp.password: expected one of { "env": … } or { "file": … }',
     'services.db.databases.inventory.queries.host.params.hostname.type: expected one of "string", "int", "number", "date", "bool", "enum", got "text"',
-    'surprise: unknown key (expected one of: agent, smtp, state, audit, limits, users, roles, services)',
+    'surprise: unknown key (expected one of: agent, smtp, state, audit, limits, usersFile, secretsFile, security, users, roles, services)',
     'users[0].roles[1]: role "superuser" is not defined in roles',
   ]);
 });
@@ -75,14 +75,14 @@ test('references between sections are checked: roles, default database, query pa
 });
 
 test('missing required sections are named', () => {
-  assert.equal(problemsOf({}), ['agent: is required', 'users: is required']);
+  assert.equal(problemsOf({}), ['agent: is required', 'users: is required (or usersFile)']);
   assert.equal(problemsOf([]), ['(top level): expected object, got array']);
 });
 
 test('relative paths resolve against the config file, not the working directory', () => {
   const cfg = validateConfig(structuredClone(example), '/srv/mailagent/config.json');
   assert.is(cfg.state.path, '/srv/mailagent/var/state.db');
-  assert.is(cfg.services.db!.databases.inventory.sqlite.path, '/srv/mailagent/var/demo.db');
+  assert.is(cfg.services.db!.databases.inventory.sqlite?.path, '/srv/mailagent/var/demo.db');
 });
 
 test('secret references: env and file, never inline', () => {

@@ -125,7 +125,7 @@ test('a retried delivery of an answered message is not run again', async () => {
   const message = mail('db tables', { 'Message-ID': '<retry-1@example.com>' });
   const first = await processMessage(message, deps);
   assert.is(first.kind, 'reply');
-  deps.journal.markReplied((first as { key: string }).key);
+  await deps.store.markReplied((first as { key: string }).key);
   const second = await processMessage(message, deps);
   assert.equal(second, { kind: 'silent', reason: 'duplicate of a message already answered' });
   assert.equal(ran, ['db tables']);

@@ -81,6 +81,20 @@ test('roles limit what a user may run', () => {
   assert.equal(r.problems, ['line 2: "db describe hosts": not allowed: your roles do not grant db:describe']);
 });
 
+test('role grants can constrain arguments', () => {
+  const constrained = demoConfig(dir, (raw) => {
+    raw.roles.sites = ['db:query name=hosts_by_site site=a*', 'db:tables'];
+    raw.users.push({ address: 'site@example.com', roles: ['sites'] });
+  });
+  const user = constrained.users.at(-1)!;
+  const r = readRequest(commandLines('db query name=hosts_by_site site=ams\ndb query name=hosts_by_site site=fra\ndb query name=all_tickets\ndb describe hosts'), constrained, user, services);
+  assert.equal(r.problems, [
+    'line 2: "db query name=hosts_by_site site=fra": not allowed: your roles do not grant db:query with these arguments',
+    'line 3: "db query name=all_tickets": not allowed: your roles do not grant db:query with these arguments',
+    'line 4: "db describe hosts": not allowed: your roles do not grant db:describe',
+  ]);
+});
+
 test('caps: 50 commands and 4 KB per line', () => {
   const many = read(Array.from({ length: 51 }, () => 'db tables').join('\n'));
   assert.equal(many.problems, ['too many commands: 51 (at most 50 per message)']);

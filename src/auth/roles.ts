@@ -1,12 +1,51 @@
 import type { Config, UserConfig } from '../config/types';
 
-/** Whether any of the user's roles grants `service:action` (patterns: `*`, `db:*`, `db:query`). */
-export function isAllowed(config: Config, user: UserConfig, service: string, action: string): boolean {
+/**
+ * Role grants: `*`, `db:*`, `db:query`, optionally followed by argument constraints such as
+ * `files:get share=logs` or `jobs:run name=report-*` (every constraint must hold; `*` matches
+ * any run of characters; an argument that is absent does not match).
+ */
+interface Grant {
+  service: string;
+  action: string;
+  constraints: [string, RegExp][];
+}
+
+const cache = new Map<string, Grant>();
+
+function glob(pattern: string): RegExp {
+  return new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's');
+}
+
+function parseGrant(text: string): Grant {
+  let grant = cache.get(text);
+  if (!grant) {
+    const [head, ...rest] = text.trim().split(/\s+/);
+    const [service, action = '*'] = head === '*' ? ['*', '*'] : head.split(':');
+    const constraints = rest.map((c): [string, RegExp] => {
+      const eq = c.indexOf('=');
+      return [c.slice(0, eq), glob(c.slice(eq + 1))];
+    });
+    grant = { service, action, constraints };
+    cache.set(text, grant);
+  }
+  return grant;
+}
+
+function matches(grant: Grant, service: string, action: string, args: Record<string, string>): boolean {
+  if (grant.service !== '*' && grant.service !== service) return false;
+  if (grant.action !== '*' && grant.action !== action) return false;
+  return grant.constraints.every(([key, re]) => args[key] !== undefined && re.test(args[key]));
+}
+
+/** Whether any of the user's roles grants `service:action` with these (textual) arguments. */
+export function isAllowed(config: Config, user: UserConfig, service: string, action: string, args: Record<string, string> = {}): boolean {
+  return user.roles.some((role) => (config.roles[role] ?? []).some((text) => matches(parseGrant(text), service, action, args)));
+}
+
+/** Whether some grant could allow the action for some arguments (for `help`). */
+export function mayUse(config: Config, user: UserConfig, service: string, action: string): boolean {
   return user.roles.some((role) =>
-    (config.roles[role] ?? []).some((pattern) => {
-      if (pattern === '*') return true;
-      const [ps, pa = '*'] = pattern.split(':');
-      return ps === service && (pa === '*' || pa === action);
-    }),
+    (config.roles[role] ?? []).some((text) => matches({ ...parseGrant(text), constraints: [] }, service, action, {})),
   );
 }

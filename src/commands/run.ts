@@ -3,7 +3,8 @@ import { EXIT, UserError } from '../core/errors';
 import { processMessage } from '../core/pipeline';
 import { sendReply } from '../mail/smtp';
 import { fileAudit } from '../state/audit';
-import { MemoryJournal, SqliteJournal, type Journal } from '../state/journal';
+import { MemoryStore, SqliteStore, type StateStore } from '../state/store';
+import { closeDatabases } from '../services/db';
 
 async function readStdin(): Promise<Buffer> {
   if (process.stdin.isTTY) throw new UserError('run reads one message from stdin', EXIT.USAGE, 'mailagent run < message.eml');
@@ -24,13 +25,13 @@ export async function handler(argv: { config?: string; print?: boolean; sender?:
   const raw = await readStdin();
   if (raw.length === 0) throw new UserError('stdin was empty: expected one RFC 822 message', EXIT.USAGE);
 
-  const journal: Journal = argv.print ? new MemoryJournal() : new SqliteJournal(config.state.path);
+  const store: StateStore = argv.print ? new MemoryStore() : new SqliteStore(config.state.path);
   try {
     const outcome = await processMessage(raw, {
       config,
       now: () => new Date(),
-      journal,
-      audit: fileAudit(config.audit.path),
+      store,
+      audit: fileAudit(config.audit.path, config.audit),
       envelopeSender: argv.sender,
       logError: (message, err) => process.stderr.write(`mailagent: ${message}: ${(err as Error)?.stack ?? err}\n`),
     });
@@ -45,9 +46,10 @@ export async function handler(argv: { config?: string; print?: boolean; sender?:
       // The reply stays in the journal; the MTA's retry sends it without running anything again.
       throw new UserError(`could not send the reply: ${(err as Error).message}`, EXIT.TEMPFAIL);
     }
-    journal.markReplied(outcome.key);
+    await store.markReplied(outcome.key);
     return EXIT.OK;
   } finally {
-    journal.close();
+    await closeDatabases(); // database pools opened by the commands
+    await store.close();
   }
 }

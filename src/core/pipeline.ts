@@ -1,40 +1,47 @@
 import { createHash } from 'node:crypto';
-import { hostname } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import type { Config, UserConfig } from '../config/types';
-import { knownSender } from '../auth/senders';
+import type { Config, Evidence, UserConfig } from '../config/types';
+import { challengeText, findToken, newToken } from '../auth/confirm';
+import { hasDkimEvidence, type DnsResolver } from '../auth/dkim';
 import { automaticReason } from '../auth/loops';
+import { acceptsConfirmation, baseline, describeEvidence, requiredFor, satisfies, strictest, type Achieved } from '../auth/policy';
+import { bodyHash, dateProblem } from '../auth/replay';
+import { knownSender } from '../auth/senders';
+import { OTP_LINE, checkTotp, type TotpResult } from '../auth/totp';
 import { parseMail, type IncomingMail } from '../mail/parse';
 import { composeReply } from '../mail/reply';
 import { renderHelp } from '../render/help';
 import { renderTranscript, type Attachment, type Step } from '../render/transcript';
 import { services as builtinServices } from '../services/registry';
 import type { AuditRecord, AuditSink } from '../state/audit';
-import type { Journal } from '../state/journal';
-import { VERSION } from '../version';
+import type { StateStore } from '../state/store';
 import { CommandError } from './errors';
-import { requestLines } from './lines';
+import { requestLines, type BodyLine } from './lines';
 import type { Outcome } from './outcome';
 import { configuredServices, readRequest, type Command, type Registry } from './request';
+import { statusText } from './status';
 
 export interface PipelineDeps {
   config: Config;
   now: () => Date;
-  journal: Journal;
+  store: StateStore;
   audit: AuditSink;
   /** Envelope sender given by the MTA, when known ("" for a bounce). */
   envelopeSender?: string;
   /** The service registry; tests may pass their own. */
   services?: Registry;
+  /** DNS for DKIM keys; tests pass one serving their own keys. */
+  dnsResolver?: DnsResolver;
   /** Where internal errors are reported (stack traces never go into replies). */
   logError?: (message: string, err: unknown) => void;
 }
 
+type Decision = 'executed' | 'rejected' | 'help' | 'confirm-requested';
+
 /** Only the header block of an oversized message is parsed: enough to answer its sender. */
 function headerBlock(raw: Buffer): Buffer {
-  const end = raw.indexOf('\r\n\r\n');
-  const alt = raw.indexOf('\n\n');
-  const cut = [end, alt].filter((i) => i >= 0).sort((a, b) => a - b)[0];
+  const cut = [raw.indexOf('\r\n\r\n'), raw.indexOf('\n\n')].filter((i) => i >= 0).sort((a, b) => a - b)[0];
   return Buffer.concat([cut === undefined ? raw.subarray(0, 64 * 1024) : raw.subarray(0, cut), Buffer.from('\r\n\r\n')]);
 }
 
@@ -42,22 +49,15 @@ function journalKey(mail: IncomingMail, raw: Buffer): string {
   return mail.messageId ? `mid:${mail.messageId.toLowerCase()}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
 }
 
+/** Lines that carry proof rather than commands. */
+const CONFIRM_LINE = /^confirm=/i;
+
 const registry = (deps: PipelineDeps): Registry => deps.services ?? builtinServices;
 
-function statusText(deps: PipelineDeps, user: UserConfig): string {
-  const counts = deps.journal.counts();
-  const configured = Object.keys(deps.config.services);
-  return [
-    `mailagent ${VERSION} on ${hostname()}`,
-    `services: ${configured.join(', ') || 'none'}`,
-    `your roles: ${user.roles.join(', ') || 'none'}`,
-    `messages answered: ${counts.replied}; replies waiting to be sent: ${counts['reply-pending']}`,
-  ].join('\n');
-}
-
 async function runCommand(command: Command, deps: PipelineDeps, user: UserConfig): Promise<Step> {
-  if (command.kind === 'help') return { text: command.text, outcome: { ok: true, result: { kind: 'text', text: renderHelp(registry(deps), deps.config, user, command.service) } } };
-  if (command.kind === 'status') return { text: command.text, outcome: { ok: true, result: { kind: 'text', text: statusText(deps, user) } } };
+  const text = (t: string): Step => ({ text: command.text, outcome: { ok: true, result: { kind: 'text', text: t } } });
+  if (command.kind === 'help') return text(renderHelp(registry(deps), deps.config, user, command.service));
+  if (command.kind === 'status') return text(await statusText(deps.config, deps.store, user));
   const action = registry(deps)[command.service].actions[command.action];
   try {
     const result = await action.run(command.args, { config: deps.config, now: deps.now });
@@ -70,12 +70,36 @@ async function runCommand(command: Command, deps: PipelineDeps, user: UserConfig
   }
 }
 
+/** PGP evidence for users with a registered key; only the signed text is read then. */
+async function pgpEvidence(raw: Buffer, user: UserConfig): Promise<{ ok: boolean; signedText?: string }> {
+  if (!user.pgpKey) return { ok: false };
+  const { verifyPgp } = require('../auth/pgp') as typeof import('../auth/pgp');
+  let key: string;
+  try {
+    key = readFileSync(user.pgpKey, 'utf8');
+  } catch {
+    return { ok: false };
+  }
+  const result = await verifyPgp(raw, key);
+  return result.ok ? { ok: true, signedText: result.signedText } : { ok: false };
+}
+
+async function totpEvidence(otpLines: BodyLine[], deps: PipelineDeps, user: UserConfig, now: Date): Promise<TotpResult | 'absent'> {
+  if (otpLines.length === 0) return 'absent';
+  if (otpLines.length > 1) return 'invalid';
+  const { readTotpSecret } = require('../auth/secrets-file') as typeof import('../auth/secrets-file');
+  const secret = readTotpSecret(deps.config.secretsFile, user.address.toLowerCase());
+  return checkTotp(OTP_LINE.exec(otpLines[0].text)![1], secret, user.address, now, deps.store);
+}
+
+const listEvidence = (a: Achieved): string[] => ['allowlist', ...(['dkim', 'totp', 'pgp', 'confirm'] as const).filter((k) => a[k])];
+
 /**
- * The one place where a message becomes actions: parse → loop and sender checks → journal →
- * validate every line → run → reply. Both `run` and `watch` call this.
+ * The one place where a message becomes actions: parse → loops → sender → replay → rate →
+ * evidence → validate every line → authorize → run → reply. Both `run` and `watch` call this.
  */
 export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<Outcome> {
-  const { config } = deps;
+  const { config, store } = deps;
   const now = deps.now();
   const audit = (record: Omit<AuditRecord, 'time'>) => deps.audit({ time: now.toISOString(), ...record });
   const tooLarge = raw.length > config.limits.maxMessageBytes;
@@ -87,72 +111,135 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
     audit({ decision: 'dropped', reason: `unparseable message: ${(err as Error).message}` });
     return { kind: 'silent', reason: 'unparseable message' };
   }
-  const drop = (reason: string): Outcome => {
-    audit({ messageId: mail.messageId, sender: mail.from.map((f) => f.address).join(', '), decision: 'dropped', reason });
+  const drop = (reason: string, evidence?: string[]): Outcome => {
+    audit({ messageId: mail.messageId, sender: mail.from.map((f) => f.address).join(', '), evidence, decision: 'dropped', reason });
     return { kind: 'silent', reason };
   };
 
+  // Silence first: nothing below may answer automatic mail, strangers or replays.
   const automatic = automaticReason(mail, config, deps.envelopeSender);
   if (automatic) return drop(automatic);
   const { user, reason } = knownSender(mail, config);
   if (!user) return drop(reason!);
-  const sender = mail.from[0].address;
-  const base = { messageId: mail.messageId, sender, evidence: 'allowlist' };
+  const stale = dateProblem(mail, now, config);
+  if (stale) return drop(stale);
 
+  const sender = mail.from[0].address;
   const key = journalKey(mail, raw);
-  const previous = deps.journal.get(key);
+  const hash = bodyHash(mail);
+  const previous = await store.get(key);
+  if (previous && previous.bodyHash !== hash) return drop('Message-ID reused with different content (possible replay)');
   if (previous?.state === 'replied') {
-    audit({ ...base, decision: 'duplicate', reason: 'already answered' });
+    audit({ messageId: mail.messageId, sender, decision: 'duplicate', reason: 'already answered' });
     return { kind: 'silent', reason: 'duplicate of a message already answered' };
   }
   if (previous?.state === 'reply-pending' && previous.reply) {
-    audit({ ...base, decision: 'resent', reason: 'reply was stored but not yet sent' });
+    audit({ messageId: mail.messageId, sender, decision: 'resent', reason: 'reply was stored but not yet sent' });
     const { messageId, from, to, raw: bytes } = previous.reply;
     return { kind: 'reply', key, reply: { messageId, envelope: { from, to }, raw: bytes }, decision: 'resent' };
   }
 
-  const reply = async (decision: 'executed' | 'rejected' | 'help', status: string, text: string, attachments: Attachment[] = []): Promise<Outcome> => {
+  // Evidence: what the message proves about its sender.
+  const dkim = tooLarge ? false : await hasDkimEvidence(raw, mail, config, deps.dnsResolver);
+  const pgp = tooLarge ? { ok: false } : await pgpEvidence(raw, user);
+  const body = pgp.ok ? pgp.signedText! : mail.body;
+  const allLines = requestLines(body, pgp.ok ? '' : mail.subject);
+  const otpLines = allLines.filter((l) => OTP_LINE.test(l.text));
+  const totp = await totpEvidence(otpLines, deps, user, now);
+  const achieved: Achieved = { dkim, totp: totp === 'ok', pgp: pgp.ok, confirm: false };
+  const evidence = listEvidence(achieved);
+  const floor = baseline(config, user);
+  if (!satisfies(achieved, floor)) return drop(`missing ${floor} evidence`, evidence);
+
+  const hour = now.getTime() - 3_600_000;
+  if ((await store.countEvents('message', sender.toLowerCase(), hour)) >= config.security.messagesPerUserPerHour) {
+    return drop(`rate limit: more than ${config.security.messagesPerUserPerHour} messages in an hour`, evidence);
+  }
+  await store.recordEvent('message', sender.toLowerCase(), now.getTime());
+
+  const base = { messageId: mail.messageId, sender, evidence };
+  const reply = async (decision: Decision, status: string, text: string, attachments: Attachment[] = []): Promise<Outcome> => {
+    if ((await store.countEvents('reply', undefined, hour)) >= config.security.repliesPerHour) {
+      audit({ ...base, decision: 'dropped', reason: `global reply cap of ${config.security.repliesPerHour} per hour reached` });
+      return { kind: 'silent', reason: 'reply cap reached' };
+    }
+    await store.recordEvent('reply', sender.toLowerCase(), now.getTime());
     const message = await composeReply(config, mail, { to: sender, status, text, attachments }, now);
-    deps.journal.saveReply(key, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw });
+    await store.saveReply(key, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw });
     return { kind: 'reply', key, reply: message, decision };
+  };
+  const reject = (status: string, why: string, text: string) => {
+    audit({ ...base, decision: 'rejected', reason: why });
+    return reply('rejected', status, text);
   };
 
   if (previous?.state === 'executing' && previous.mutates) {
-    audit({ ...base, decision: 'rejected', reason: 'interrupted while executing a change' });
-    return reply('rejected', 'outcome unknown',
+    return reject('outcome unknown', 'interrupted while executing a change',
       'This message was being executed when the agent stopped. It contains commands that change data, so it was not run again.\n' +
       'Check the current state before sending the commands again.\n');
   }
-
+  await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates: false });
   if (tooLarge) {
-    deps.journal.begin(key, { messageId: mail.messageId, sender, mutates: false });
-    audit({ ...base, decision: 'rejected', reason: 'message too large' });
-    return reply('rejected', 'not processed (message too large)',
+    return reject('not processed (message too large)', 'message too large',
       `Your message is ${raw.length} bytes; this agent reads messages up to ${config.limits.maxMessageBytes} bytes. Nothing was run.\n`);
   }
 
+  // A reply carrying a confirmation token releases the commands the token was issued for.
   const services = registry(deps);
+  let lines = allLines.filter((l) => !OTP_LINE.test(l.text) && !CONFIRM_LINE.test(l.text));
   const commandWords = ['help', 'status', ...configuredServices(config, services)];
-  // A Subject is only a command when it starts like one; otherwise the sender gets help.
-  const lines = requestLines(mail.body, mail.subject).filter(
-    (l) => l.line > 0 || commandWords.includes(l.text.split(/\s/)[0].toLowerCase()),
-  );
-  const request = readRequest(lines, config, user, services);
-  const mutates = request.commands.some((c) => c.kind === 'action' && c.mutates);
-  deps.journal.begin(key, { messageId: mail.messageId, sender, mutates });
+  const startsLikeCommand = (l: BodyLine) => commandWords.includes(l.text.split(/\s/)[0].toLowerCase());
+  const token = findToken(body);
+  if (token) {
+    const pending = await store.takeConfirmation(token);
+    // "Yes, go ahead" is fine in a confirmation; other commands are not.
+    const own = lines.filter((l) => l.line > 0 && startsLikeCommand(l)).map((l) => l.text);
+    const problem = !pending || pending.sender !== sender.toLowerCase() || pending.expiresAt < now.getTime()
+      ? 'the confirmation token is unknown, expired or already used'
+      : own.length && own.join('\n') !== pending.commands.join('\n')
+        ? 'the confirmation token was issued for a different list of commands'
+        : undefined;
+    if (problem) return reject('not processed (confirmation refused)', problem, `Nothing was run: ${problem}.\nSend the commands again to get a new confirmation request.\n`);
+    lines = pending!.commands.map((text, i) => ({ line: i + 1, text }));
+    achieved.confirm = true;
+    base.evidence = listEvidence(achieved);
+  }
 
+  // A Subject is only a command when it starts like one; otherwise the sender gets help.
+  lines = lines.filter((l) => l.line > 0 || startsLikeCommand(l));
   if (lines.length === 0) {
     audit({ ...base, decision: 'help', reason: 'no command found' });
     return reply('help', 'no command found', `No command was found in your message.\n\n${renderHelp(services, config, user)}\n`);
   }
+  const request = readRequest(lines, config, user, services);
   if (request.problems.length) {
-    audit({ ...base, decision: 'rejected', reason: request.problems.join(' | '), commands: [] });
     const count = request.problems.length;
-    return reply('rejected', `not processed (${count} problem${count === 1 ? '' : 's'})`,
+    return reject(`not processed (${count} problem${count === 1 ? '' : 's'})`, request.problems.join(' | '),
       `Nothing was run: every line must be valid before any command runs.\n\n${request.problems.map((p) => `- ${p}`).join('\n')}\n\n` +
       'Send "help" for the list of commands, or "help <service>" for the details of one.\n');
   }
 
+  // Authentication strong enough for every command, or nothing runs.
+  if (totp === 'invalid' || totp === 'reused' || totp === 'not-enrolled') {
+    const why = totp === 'not-enrolled' ? 'no one-time code is enrolled for you' : 'the one-time code was not accepted (wrong, expired or already used)';
+    return reject('not processed (one-time code)', why, `Nothing was run: ${why}.\n`);
+  }
+  const requirements: Evidence[] = request.commands.map((c) => (c.kind === 'action' ? requiredFor(config, user, c.service, c.action, c.mutates) : floor));
+  const required = strictest(requirements);
+  if (!satisfies(achieved, required)) {
+    const needing = request.commands.filter((_, i) => !satisfies(achieved, requirements[i])).map((c) => c.text);
+    if (acceptsConfirmation(required) && !token) {
+      const fresh = newToken();
+      await store.saveConfirmation({ token: fresh, sender: sender.toLowerCase(), commands: request.commands.map((c) => c.text), expiresAt: now.getTime() + config.security.confirmMinutes * 60_000 });
+      audit({ ...base, decision: 'confirm-requested', reason: `needs ${required}: ${needing.join(' | ')}` });
+      return reply('confirm-requested', 'confirmation needed', `${challengeText(fresh, request.commands.map((c) => c.text), config.security.confirmMinutes)}\n`);
+    }
+    return reject('not processed (more proof needed)', `missing ${required} evidence`,
+      `Nothing was run. These commands need ${describeEvidence(required)}:\n\n${needing.map((c) => `  ${c}`).join('\n')}\n`);
+  }
+
+  const mutates = request.commands.some((c) => c.kind === 'action' && c.mutates);
+  await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates });
   const steps: Step[] = [];
   const timings: number[] = [];
   for (const command of request.commands) {

@@ -1,5 +1,5 @@
 import type { Config, UserConfig } from '../config/types';
-import { isAllowed } from '../auth/roles';
+import { isAllowed, mayUse } from '../auth/roles';
 import { convertArgs } from '../services/args';
 import type { Action, Service } from '../services/types';
 
@@ -88,8 +88,6 @@ function readCommand(entry: BodyLine, config: Config, user: UserConfig, services
   if (!action) {
     return { problem: `unknown action "${second.value}" for ${head}${suggestion(actionName, actionNames)} (actions: ${actionNames.join(', ')})` };
   }
-  if (!isAllowed(config, user, head, actionName)) return { problem: `not allowed: your roles do not grant ${head}:${actionName}` };
-
   const rest = tokens.slice(2);
   const { args, problem: argProblem } = collectArgs(
     action,
@@ -97,6 +95,10 @@ function readCommand(entry: BodyLine, config: Config, user: UserConfig, services
     rest.filter((t) => t.key !== undefined).map((t) => [t.key!, t.value]),
   );
   if (argProblem) return { problem: argProblem };
+  if (!isAllowed(config, user, head, actionName, args)) {
+    const narrower = mayUse(config, user, head, actionName) ? ' with these arguments' : '';
+    return { problem: `not allowed: your roles do not grant ${head}:${actionName}${narrower}` };
+  }
   const prepared = action.prepare ? action.prepare(args, config) : convertArgs(args, action.args);
   if (!prepared.ok) return { problem: prepared.problems.join('; ') };
   return { command: { kind: 'action', ...entry, service: head, action: actionName, mutates: action.mutates, args: prepared.args } };

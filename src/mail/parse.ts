@@ -33,9 +33,31 @@ function firstPart(tree: TreeNode | undefined, type: string): string | undefined
   return undefined;
 }
 
+/** Inline styles that hide text from the reader; such text must not become commands. */
+const HIDDEN_STYLE = /(display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0*(\.0+)?\s*(px|pt|em|rem|%)?\s*(;|$|!)|opacity\s*:\s*0*(\.0+)?\s*(;|$|!)|max-height\s*:\s*0|line-height\s*:\s*0)/i;
+
+/** Removes elements a mail client would not show (hidden attribute, hiding styles, templates). */
+function visibleHtml(html: string): string {
+  const { parseDocument } = require('htmlparser2') as typeof import('htmlparser2');
+  const render = (require('dom-serializer') as { default: typeof import('dom-serializer').default }).default;
+  type Node = import('domhandler').ChildNode;
+  const doc = parseDocument(html);
+  const prune = (nodes: Node[]): Node[] =>
+    nodes.filter((node) => {
+      if (node.type === 'tag' || node.type === 'script' || node.type === 'style') {
+        const el = node as import('domhandler').Element;
+        if (el.name === 'template' || 'hidden' in el.attribs || HIDDEN_STYLE.test(el.attribs.style ?? '')) return false;
+        el.children = prune(el.children);
+      }
+      return true;
+    });
+  doc.children = prune(doc.children);
+  return render(doc);
+}
+
 function htmlToText(html: string): string {
   const { convert } = require('html-to-text') as typeof import('html-to-text');
-  return convert(html, {
+  return convert(visibleHtml(html), {
     wordwrap: false,
     selectors: [
       { selector: 'a', options: { ignoreHref: true } },

@@ -1,5 +1,5 @@
 import type { Config, UserConfig } from '../config/types';
-import { isAllowed } from '../auth/roles';
+import { mayUse } from '../auth/roles';
 import { configuredServices, type Registry } from '../core/request';
 import { describeArgs } from '../services/args';
 import type { Action } from '../services/types';
@@ -29,7 +29,7 @@ export function renderHelp(services: Registry, config: Config, user: UserConfig,
   }
   for (const name of names) {
     const service = services[name];
-    const allowed = Object.entries(service.actions).filter(([a]) => isAllowed(config, user, name, a));
+    const allowed = Object.entries(service.actions).filter(([a]) => mayUse(config, user, name, a));
     lines.push(`${name}: ${service.summary}`);
     if (!allowed.length) lines.push('  (your roles grant no actions here)');
     const width = Math.max(...allowed.map(([a, act]) => usage(name, a, act).length), 0);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateConfig } from '../../src/config/load';
 import type { Config } from '../../src/config/types';
-import { MemoryJournal } from '../../src/state/journal';
+import { MemoryStore } from '../../src/state/store';
 import type { AuditRecord } from '../../src/state/audit';
 import type { PipelineDeps } from '../../src/core/pipeline';
 
@@ -35,14 +35,14 @@ export function demoConfig(dir: string, tweak?: (raw: Record<string, any>) => vo
   return validateConfig(raw, join(dir, 'config.json'));
 }
 
-/** Pipeline dependencies with a fixed clock; `audits` collects what would go to the audit log. */
+/** Pipeline dependencies with the real clock (mail() stamps messages with it); `audits` collects what would go to the audit log. */
 export function testDeps(config: Config, extra: Partial<PipelineDeps> = {}): PipelineDeps & { audits: AuditRecord[]; errors: string[] } {
   const audits: AuditRecord[] = [];
   const errors: string[] = [];
   return {
     config,
-    now: () => FIXED_NOW,
-    journal: new MemoryJournal(),
+    now: () => new Date(),
+    store: new MemoryStore(),
     audit: (r) => audits.push(r),
     logError: (m) => errors.push(m),
     audits,
@@ -57,7 +57,7 @@ export function mail(body: string, headers: Record<string, string | null> = {}):
     From: 'Ops <ops@example.com>',
     To: 'agent@example.com',
     Subject: 'test',
-    Date: 'Wed, 25 Nov 2026 09:59:00 +0000',
+    Date: new Date().toUTCString(),
     'Message-ID': `<${Math.random().toString(36).slice(2)}@example.com>`,
     ...headers,
   };
