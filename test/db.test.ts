@@ -4,6 +4,7 @@ import * as assert from 'uvu/assert';
 import { CommandError } from '../src/core/errors';
 import { db } from '../src/services/db';
 import { openSqlite } from '../src/sqlite/open';
+import { existsSync } from 'node:fs';
 import type { Config } from '../src/config/types';
 import { FIXED_NOW, demoConfig, tempDir } from './support/env';
 
@@ -13,6 +14,16 @@ const config = demoConfig(dir, (raw) => {
   queries.sneaky_write = { sql: "UPDATE hosts SET os = 'pwned' RETURNING name" };
   queries.capped = { sql: 'SELECT id FROM tickets ORDER BY id', maxRows: 5 };
   raw.services.db.databases.second = { sqlite: { path: join(dir, 'second.db') }, queries: { one: { sql: 'SELECT 1 AS one' } } };
+  const inventory = raw.services.db.databases.inventory;
+  inventory.updates.raise_priority = {
+    description: 'every ticket of a host one step more urgent',
+    sql: 'UPDATE tickets SET priority = priority - 1 WHERE host_id = :host',
+    params: { host: { type: 'int', required: true } },
+  };
+  inventory.updates.rename_host = {
+    sql: 'UPDATE hosts SET name = :new_name WHERE name = :old_name',
+    params: { old_name: { type: 'string', required: true }, new_name: { type: 'string', required: true } },
+  };
 });
 
 async function run(action: string, args: Record<string, string>, cfg: Config = config) {
@@ -98,6 +109,118 @@ test('probe reports each database', async () => {
   assert.is(probe.ok, false);
   assert.match(probe.detail, /inventory: SQLite 3\.\d+\.\d+, 3 tables, 7 named queries/);
   assert.match(probe.detail, 'second: database file');
+});
+
+const count = (sql: string): number => {
+  const check = openSqlite(join(dir, 'demo.db'), { readonly: true });
+  try {
+    return (check.prepare(sql).get() as { n: number }).n;
+  } finally {
+    check.close();
+  }
+};
+
+test('db update runs a named statement in a transaction and reports the affected rows', async () => {
+  assert.is(count("SELECT count(*) AS n FROM tickets WHERE id = 2 AND status = 'closed'"), 0);
+  assert.equal(await run('update', { name: 'set_ticket_status', id: '2', status: 'closed' }), { kind: 'text', text: '1 row affected (committed)' });
+  assert.is(count("SELECT count(*) AS n FROM tickets WHERE id = 2 AND status = 'closed'"), 1);
+  assert.equal(await run('update', { name: 'set_ticket_status', id: '9999', status: 'open' }), { kind: 'text', text: '0 rows affected (committed)' });
+  assert.is(db.actions.update.mutates, true);
+});
+
+test('db update parameters are typed and checked before anything runs', () => {
+  const bad = db.actions.update.prepare!({ name: 'set_ticket_status', id: 'two', status: 'gone' }, config);
+  assert.equal(bad, { ok: false, problems: ['id=two: expected an integer', 'status=gone: expected one of open, in progress, closed'] });
+  const unknown = db.actions.update.prepare!({ name: 'drop_everything' }, config);
+  assert.equal(unknown, { ok: false, problems: ['no update named "drop_everything" in database inventory (available: set_ticket_status, raise_priority, rename_host)'] });
+  // a query name is not an update name, and the other way round
+  assert.not.ok(db.actions.update.prepare!({ name: 'all_tickets' }, config).ok);
+  assert.not.ok(db.actions.query.prepare!({ name: 'set_ticket_status', id: '1', status: 'open' }, config).ok);
+});
+
+test('db update: a constraint violation rolls the whole statement back', async () => {
+  // host 1 has tickets of priority 1: priority 0 violates CHECK (priority BETWEEN 1 AND 4)
+  const before = count('SELECT sum(priority) AS n FROM tickets WHERE host_id = 1');
+  const message = await failure(run('update', { name: 'raise_priority', host: '1' }));
+  assert.match(message, /^constraint violated: CHECK constraint failed: .*; rolled back, nothing was changed$/);
+  assert.is(count('SELECT sum(priority) AS n FROM tickets WHERE host_id = 1'), before);
+  const unique = await failure(run('update', { name: 'rename_host', old_name: 'web-ams-01', new_name: 'db-fra-01' }));
+  assert.match(unique, /^constraint violated: UNIQUE constraint failed: hosts\.name/);
+  assert.is(count("SELECT count(*) AS n FROM hosts WHERE name = 'web-ams-01'"), 1);
+});
+
+test('named queries stay read-only after an update opened the file read-write', async () => {
+  await run('update', { name: 'set_ticket_status', id: '3', status: 'open' });
+  assert.match(await failure(run('query', { name: 'sneaky_write' })), /read-only|readonly/i);
+});
+
+test('db sql runs one read-only statement with the row cap', async () => {
+  const result = await run('sql', { sql: 'SELECT name, site FROM hosts ORDER BY name' });
+  assert.ok(result.kind === 'table');
+  assert.equal(result.columns, ['name', 'site']);
+  assert.is(result.rows.length, 24);
+  assert.is(result.note, undefined);
+  const capped = demoConfig(dir, (raw) => (raw.services.db.databases.inventory.maxRows = 10));
+  const big = await run('sql', { sql: 'SELECT id FROM tickets' }, capped);
+  assert.ok(big.kind === 'table');
+  assert.is(big.rows.length, 10);
+  assert.is(big.note, 'first 10 of 60 rows (row cap)');
+});
+
+test('db sql: SQLite itself refuses writes; statements that return nothing are refused', async () => {
+  assert.match(await failure(run('sql', { sql: "UPDATE hosts SET os = 'pwned' RETURNING name" })), /^refused by the server \(read-only\): attempt to write a readonly database/);
+  assert.match(await failure(run('sql', { sql: "INSERT INTO hosts (name, ip, os, site, role, last_seen) VALUES ('x', 'x', 'x', 'ams', 'x', 'x') RETURNING id" })), /readonly/);
+  assert.match(await failure(run('sql', { sql: 'DELETE FROM tickets' })), /^refused: on SQLite, db sql runs only statements that return rows/);
+  const copy = join(dir, 'copy.db');
+  assert.match(await failure(run('sql', { sql: `VACUUM INTO '${copy}'` })), /^refused/);
+  assert.not.ok(existsSync(copy));
+  assert.match(await failure(run('sql', { sql: 'SELECT 1; DELETE FROM tickets' })), /more than one statement/);
+  assert.match(await failure(run('sql', { sql: 'SELEC 1' })), /^database error: near "SELEC": syntax error/);
+  assert.is(count('SELECT count(*) AS n FROM tickets'), 60);
+  assert.is(count("SELECT count(*) AS n FROM hosts WHERE os = 'pwned'"), 0);
+});
+
+test('db sql takes the statement as one quoted word and needs the db:sql grant', () => {
+  assert.equal(db.actions.sql.positional, ['sql']);
+  assert.is(db.actions.sql.mutates, false);
+  const prepared = db.actions.sql.prepare!({ sql: 'SELECT 1', db: 'nope' }, config);
+  assert.equal(prepared, { ok: false, problems: ['db=nope: no such database (configured: inventory, second)'] });
+});
+
+test('help db lists named updates with their parameters', () => {
+  const lines = db.helpDetails!(config).join('\n');
+  assert.match(lines, 'Named updates in database inventory (db update; each runs in one transaction):');
+  assert.match(lines, '  set_ticket_status - change the status of one ticket\n      id=<int>');
+  assert.match(lines, 'status=<open|in progress|closed>');
+});
+
+test('checkConfig reads :name outside literals and comments, and refuses native placeholders', () => {
+  const problems = db.checkConfig(
+    {
+      databases: {
+        a: {
+          sqlite: { path: 'x.db' },
+          queries: {
+            literal: { sql: "SELECT ':nope' AS t, x::text FROM t -- :nor_this\nWHERE a = :yes", params: { yes: { type: 'string' } } },
+            native: { sql: 'SELECT * FROM t WHERE a = ?' },
+          },
+          updates: {
+            reserved: { sql: 'UPDATE t SET a = :db', params: { db: { type: 'string' } } },
+            literal: { sql: 'DELETE FROM t' },
+          },
+        },
+      },
+    },
+    'services.db',
+  );
+  assert.equal(
+    problems.map((p) => `${p.path}: ${p.message}`),
+    [
+      'services.db.databases.a.queries.native.sql: uses the placeholder ?: write parameters as :name',
+      'services.db.databases.a.updates.reserved.params.db: "db" is reserved for the update command itself: choose another name',
+      'services.db.databases.a.updates.literal: has the same name as a query: choose another name',
+    ],
+  );
 });
 
 test.after(cleanup);

@@ -2,6 +2,7 @@ import { loadConfig } from '../config/load';
 import { configuredServices } from '../core/request';
 import { EXIT, UserError } from '../core/errors';
 import { services } from '../services/registry';
+import { closeDatabases } from '../services/db';
 
 /**
  * `mailagent test-service [name]`: asks each configured adapter whether it can reach what it
@@ -24,6 +25,7 @@ export async function handler(argv: { config?: string; name?: string; json?: boo
       }
     }),
   );
+  await closeDatabases(); // the probes' database pools
   if (argv.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   else {
     if (!results.length) process.stdout.write('no services are configured\n');

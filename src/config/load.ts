@@ -4,7 +4,7 @@ import { EXIT, UserError } from '../core/errors';
 import { services } from '../services/registry';
 import schema from '../../config.schema.json';
 import { checkSchema, type Problem, type SchemaNode } from './schema-check';
-import { DEFAULT_LIMITS, type Config, type UserConfig } from './types';
+import { DEFAULT_LIMITS, DEFAULT_SECURITY, type Config, type UserConfig } from './types';
 
 const MODULE_NAME = 'mailagent';
 /** .mjs/.js (ESM) configs are not offered: the single binary cannot import() at run time. */
@@ -70,22 +70,47 @@ function absolutise(path: string, configFile: string): string {
   return isAbsolute(path) ? path : resolve(dirname(configFile), path);
 }
 
-export function validateConfig(raw: unknown, file: string): Config {
-  const problems = checkSchema(schema as unknown as SchemaNode, raw);
-  if (typeof raw === 'object' && raw !== null && !Array.isArray(raw)) problems.push(...crossCheck(raw as Record<string, any>, problems));
+/** Reads the users file into the config so that it is checked like inline users. */
+function withUsersFile(raw: Record<string, any>, file: string, problems: Problem[]): Record<string, any> {
+  if (typeof raw.usersFile !== 'string' || raw.users !== undefined) return raw;
+  const { readUsersFile } = require('./users-file') as typeof import('./users-file');
+  const path = absolutise(raw.usersFile, file);
+  const result = readUsersFile(path);
+  problems.push(...result.problems.map((p) => ({ path: `usersFile (${path}) ${p.path}`, message: p.message })));
+  return { ...raw, users: result.users, usersFile: path };
+}
+
+export function validateConfig(input: unknown, file: string): Config {
+  const problems = checkSchema(schema as unknown as SchemaNode, input);
+  const isObject = typeof input === 'object' && input !== null && !Array.isArray(input);
+  if (isObject) {
+    const given = input as Record<string, unknown>;
+    if (given.users !== undefined && given.usersFile !== undefined) problems.push({ path: 'usersFile', message: 'use either users or usersFile, not both' });
+    if (given.users === undefined && given.usersFile === undefined) problems.push({ path: 'users', message: 'is required (or usersFile)' });
+  }
+  const raw = isObject ? withUsersFile(structuredClone(input) as Record<string, any>, file, problems) : input;
+  if (isObject) problems.push(...crossCheck(raw as Record<string, any>, problems));
   if (problems.length) throw new ConfigError(file, problems);
-  const cfg = structuredClone(raw) as Record<string, any>;
+  const cfg = raw as Record<string, any>;
   const services: Config['services'] = cfg.services ?? {};
-  for (const db of Object.values(services.db?.databases ?? {})) db.sqlite.path = absolutise(db.sqlite.path, file);
+  for (const db of Object.values(services.db?.databases ?? {})) {
+    if (db.sqlite) db.sqlite.path = absolutise(db.sqlite.path, file);
+    for (const server of [db.postgres, db.mysql]) {
+      if (typeof server?.ssl === 'object' && server.ssl.ca) server.ssl.ca = absolutise(server.ssl.ca, file);
+    }
+  }
   return {
     file,
     agent: cfg.agent,
     smtp: cfg.smtp,
     state: { path: absolutise(cfg.state?.path ?? join(stateDir(), 'state.db'), file) },
-    audit: { path: absolutise(cfg.audit?.path ?? join(stateDir(), 'audit.jsonl'), file) },
+    audit: { ...cfg.audit, path: absolutise(cfg.audit?.path ?? join(stateDir(), 'audit.jsonl'), file) },
     limits: { ...DEFAULT_LIMITS, ...cfg.limits },
-    users: cfg.users,
+    users: cfg.users.map((u: UserConfig) => (u.pgpKey ? { ...u, pgpKey: absolutise(u.pgpKey, cfg.usersFile ?? file) } : u)),
+    usersFile: cfg.usersFile,
+    secretsFile: absolutise(cfg.secretsFile ?? join(stateDir(), 'secrets.json'), file),
     roles: cfg.roles ?? {},
+    security: { ...DEFAULT_SECURITY, ...cfg.security },
     services,
   };
 }

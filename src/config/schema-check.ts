@@ -72,9 +72,10 @@ export function checkSchema(root: SchemaNode, value: unknown): Problem[] {
         return scratch.length === 0;
       });
       if (matching.length !== 1) {
-        out.push({ path: at, message: `expected one of ${node.oneOf.map((alt) => describeForm(resolve(alt))).join(' or ')}` });
+        const forms = node.oneOf.map((alt) => describeForm(resolve(alt))).join(' or ');
+        out.push({ path: at, message: matching.length ? `expected exactly one of ${forms}, not several` : `expected one of ${forms}` });
       }
-      return;
+      // The node's own keywords (type, properties…) apply as well, as in JSON Schema.
     }
     if (node.type) {
       const types = Array.isArray(node.type) ? node.type : [node.type];

@@ -20,10 +20,38 @@ export interface NamedQuery {
   maxRows?: number;
 }
 
+/** A named statement that changes data: run in a transaction, the reply says how many rows it touched. */
+export interface NamedUpdate {
+  sql: string;
+  description?: string;
+  params?: Record<string, QueryParam>;
+}
+
+/** TLS to a database server: true (verify against the system CAs) or details. */
+export type DbTls = boolean | { rejectUnauthorized?: boolean; ca?: string };
+
+export interface ServerDatabase {
+  host: string;
+  port?: number;
+  user: string;
+  password?: SecretRef;
+  database: string;
+  ssl?: DbTls;
+}
+
+/** Exactly one of sqlite, postgres, mysql is set (the schema says so). */
 export interface DatabaseConfig {
-  sqlite: { path: string };
+  sqlite?: { path: string };
+  /** `schema` sets the search_path. */
+  postgres?: ServerDatabase & { schema?: string };
+  /** MySQL or MariaDB. */
+  mysql?: ServerDatabase;
   queries?: Record<string, NamedQuery>;
+  updates?: Record<string, NamedUpdate>;
+  /** Row cap for named queries and `db sql` (default 1000). */
   maxRows?: number;
+  /** Statement timeout in seconds for every statement on this database (default 10). */
+  timeoutSeconds?: number;
 }
 
 export interface DbServiceConfig {
@@ -35,10 +63,28 @@ export interface ServicesConfig {
   db?: DbServiceConfig;
 }
 
+/** Proof of identity, weakest first; totp, pgp and confirm are equally strong. */
+export type Evidence = 'allowlist' | 'dkim' | 'totp' | 'pgp' | 'confirm' | 'strong';
+
 export interface UserConfig {
   address: string;
   name?: string;
   roles: string[];
+  /** The least evidence any message from this user must carry; failing it means silence. */
+  evidence?: Evidence;
+  /** Absolute path of the user's armored OpenPGP public key. */
+  pgpKey?: string;
+}
+
+export interface SecurityConfig {
+  /** Set when the dkim tier is available: verified here, or read from the trusted A-R header. */
+  dkim?: { trustedAuthservId?: string };
+  evidence: Record<string, Evidence>;
+  replayWindowHours: number;
+  maxFutureMinutes: number;
+  confirmMinutes: number;
+  messagesPerUserPerHour: number;
+  repliesPerHour: number;
 }
 
 export interface SmtpConfig {
@@ -65,12 +111,26 @@ export interface Config {
   agent: { address: string; name?: string };
   smtp?: SmtpConfig;
   state: { path: string };
-  audit: { path: string };
+  audit: { path: string; maxBytes?: number; keep?: number };
   limits: Limits;
   users: UserConfig[];
+  /** Absolute path of the users file when the allow list lives there. */
+  usersFile?: string;
+  /** Absolute path of the TOTP secrets file. */
+  secretsFile: string;
   roles: Record<string, string[]>;
+  security: SecurityConfig;
   services: ServicesConfig;
 }
+
+export const DEFAULT_SECURITY: Omit<SecurityConfig, 'dkim'> = {
+  evidence: {},
+  replayWindowHours: 24,
+  maxFutureMinutes: 10,
+  confirmMinutes: 10,
+  messagesPerUserPerHour: 30,
+  repliesPerHour: 200,
+};
 
 export const DEFAULT_LIMITS: Limits = {
   maxCommands: 50,

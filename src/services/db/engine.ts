@@ -7,6 +7,13 @@ export interface ColumnInfo {
   primaryKey: boolean;
 }
 
+export interface TableInfo {
+  name: string;
+  type: string;
+  /** Exact count, or an estimate written "~N" for a large table on a server database; null when not asked for. */
+  rows: number | string | null;
+}
+
 export interface QueryResult {
   columns: string[];
   rows: unknown[][];
@@ -14,11 +21,21 @@ export interface QueryResult {
   total: number;
 }
 
+/** `db sql` may run a statement that returns no rows (e.g. SHOW on some servers, or SET). */
+export type SqlResult = QueryResult | { command: string; affected?: number };
+
 export interface DbEngine {
   kind: string;
-  tables(): Promise<{ name: string; type: string; rows: number }[]>;
+  tables(options?: { counts?: boolean }): Promise<TableInfo[]>;
   /** undefined when there is no such table or view. */
   describe(table: string): Promise<ColumnInfo[] | undefined>;
+  /** A named query from config, read-only, with bound parameters. */
   query(sql: string, params: Record<string, unknown>, maxRows: number): Promise<QueryResult>;
+  /** A named update from config, in a transaction, with bound parameters: the affected row count. */
+  update(sql: string, params: Record<string, unknown>): Promise<{ affected: number }>;
+  /** One statement from the mail, read-only (refused by the server otherwise), with timeout and row cap. */
+  sql(text: string, maxRows: number): Promise<SqlResult>;
   version(): Promise<string>;
+  /** Closes pools and connections; the engine opens them again if used afterwards. */
+  close(): Promise<void>;
 }

@@ -1,12 +1,17 @@
 import { CommandError } from '../../core/errors';
-import type { Config, DatabaseConfig, DbServiceConfig } from '../../config/types';
+import type { Config, DatabaseConfig, DbServiceConfig, QueryParam } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
 import { convertArgs, describeArgs } from '../args';
-import type { Action, Prepared, Service } from '../types';
+import type { Action, Prepared, Result, Service } from '../types';
+import type { EngineOptions } from './common';
 import type { DbEngine } from './engine';
+import { mysqlEngine } from './mysql';
+import { scanParams, type Dialect } from './params';
+import { postgresEngine } from './postgres';
 import { sqliteEngine } from './sqlite';
 
 const DEFAULT_MAX_ROWS = 1000;
+const DEFAULT_TIMEOUT_SECONDS = 10;
 
 function section(config: Config): DbServiceConfig {
   const db = config.services.db;
@@ -19,11 +24,37 @@ function databaseName(config: Config, requested: unknown): string {
   return typeof requested === 'string' ? requested : db.default ?? Object.keys(db.databases)[0];
 }
 
+function dialectOf(cfg: DatabaseConfig): Dialect {
+  return cfg.postgres ? 'postgres' : cfg.mysql ? 'mysql' : 'sqlite';
+}
+
+/**
+ * Engines by database entry, created on first use. Server engines hold a connection pool, which
+ * closeDatabases() ends: call it once the work is done, or the process lingers on open sockets.
+ */
+const engines = new Map<DatabaseConfig, DbEngine>();
+
 function engineFor(config: Config, requested: unknown): { name: string; cfg: DatabaseConfig; engine: DbEngine } {
   const name = databaseName(config, requested);
   const cfg = section(config).databases[name];
   if (!cfg) throw new CommandError(`no database named "${name}"`);
-  return { name, cfg, engine: sqliteEngine(cfg) };
+  let engine = engines.get(cfg);
+  if (!engine) {
+    const opts: EngineOptions = { name, timeoutMs: (cfg.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000, configFile: config.file };
+    if (cfg.postgres) engine = postgresEngine(cfg.postgres, opts);
+    else if (cfg.mysql) engine = mysqlEngine(cfg.mysql, opts);
+    else if (cfg.sqlite) engine = sqliteEngine(cfg.sqlite, opts);
+    else throw new CommandError(`database ${name} has no engine configured`);
+    engines.set(cfg, engine);
+  }
+  return { name, cfg, engine };
+}
+
+/** Ends every pool and connection the db service opened. Safe to call more than once. */
+export async function closeDatabases(): Promise<void> {
+  const open = [...engines.values()];
+  engines.clear();
+  await Promise.all(open.map((e) => e.close().catch(() => undefined)));
 }
 
 /** `db=` is checked during validation so a typo is reported before anything runs. */
@@ -39,6 +70,9 @@ function prepareWithDb(args: Record<string, string>, config: Config, specs: Acti
 
 const dbArg = { type: 'string', description: 'database name from config (default: the default database)' } as const;
 
+const rowNote = (shown: number, total: number): string | undefined =>
+  total > shown ? `first ${shown} of ${total} rows (row cap)` : undefined;
+
 const tables: Action = {
   summary: 'list tables and views with their row counts',
   args: { db: dbArg },
@@ -47,7 +81,13 @@ const tables: Action = {
   run: async (args, ctx) => {
     const { engine } = engineFor(ctx.config, args.db);
     const list = await engine.tables();
-    return { kind: 'table', columns: ['table', 'type', 'rows'], rows: list.map((t) => [t.name, t.type, t.rows]) };
+    const estimated = list.some((t) => typeof t.rows === 'string' && t.rows.startsWith('~'));
+    return {
+      kind: 'table',
+      columns: ['table', 'type', 'rows'],
+      rows: list.map((t) => [t.name, t.type, t.rows]),
+      ...(estimated && { note: '~ marks the server\'s estimate for a large table' }),
+    };
   },
 };
 
@@ -69,6 +109,24 @@ const describe: Action = {
   },
 };
 
+/** Shared by query and update: `name=` picks a statement from config, the rest are its parameters. */
+function prepareNamed(kind: 'queries' | 'updates', action: Action) {
+  return (args: Record<string, string>, config: Config): Prepared => {
+    const { name, db, ...params } = args;
+    const base = prepareWithDb({ ...(name !== undefined && { name }), ...(db !== undefined && { db }) }, config, action.args);
+    if (!base.ok) return base;
+    const dbName = databaseName(config, db);
+    const statements = config.services.db?.databases[dbName]?.[kind] ?? {};
+    const named = statements[name];
+    if (!named) {
+      const what = kind === 'queries' ? 'query' : 'update';
+      return { ok: false, problems: [`no ${what} named "${name}" in database ${dbName} (available: ${Object.keys(statements).join(', ') || 'none'})`] };
+    }
+    const converted = convertArgs(params, named.params ?? {});
+    return converted.ok ? { ok: true, args: { ...base.args, params: converted.args } } : converted;
+  };
+}
+
 const query: Action = {
   summary: 'run a named query from the config with typed parameters',
   args: {
@@ -78,31 +136,57 @@ const query: Action = {
   positional: ['name'],
   extraArgs: 'the named query\'s parameters as key=value',
   mutates: false,
-  prepare: (args, config) => {
-    const { name, db, ...params } = args;
-    const base = prepareWithDb({ ...(name !== undefined && { name }), ...(db !== undefined && { db }) }, config, query.args);
-    if (!base.ok) return base;
-    const dbName = databaseName(config, db);
-    const named = config.services.db?.databases[dbName]?.queries?.[name];
-    if (!named) {
-      const available = Object.keys(config.services.db?.databases[dbName]?.queries ?? {});
-      return { ok: false, problems: [`no query named "${name}" in database ${dbName} (available: ${available.join(', ') || 'none'})`] };
-    }
-    const converted = convertArgs(params, named.params ?? {});
-    return converted.ok ? { ok: true, args: { ...base.args, params: converted.args } } : converted;
-  },
+  prepare: (args, config) => prepareNamed('queries', query)(args, config),
   run: async (args, ctx) => {
     const { engine, cfg } = engineFor(ctx.config, args.db);
     const name = String(args.name);
     const named = cfg.queries![name];
     const maxRows = named.maxRows ?? cfg.maxRows ?? DEFAULT_MAX_ROWS;
     const result = await engine.query(named.sql, args.params as Record<string, unknown>, maxRows);
-    const note = result.total > result.rows.length ? `first ${result.rows.length} of ${result.total} rows (row cap)` : undefined;
-    return { kind: 'table', columns: result.columns, rows: result.rows, note, name: `query-${name}` };
+    return { kind: 'table', columns: result.columns, rows: result.rows, note: rowNote(result.rows.length, result.total), name: `query-${name}` };
   },
 };
 
-const SQL_PARAM = /(?<![:\w]):([A-Za-z_]\w*)/g;
+const update: Action = {
+  summary: 'run a named update from the config (one transaction) and report the rows it changed',
+  args: {
+    name: { type: 'string', required: true, maxLength: 128, description: 'named update (see the list below)' },
+    db: dbArg,
+  },
+  positional: ['name'],
+  extraArgs: 'the named update\'s parameters as key=value',
+  mutates: true,
+  prepare: (args, config) => prepareNamed('updates', update)(args, config),
+  run: async (args, ctx) => {
+    const { engine, name: dbName } = engineFor(ctx.config, args.db);
+    const named = section(ctx.config).databases[dbName].updates![String(args.name)];
+    const { affected } = await engine.update(named.sql, args.params as Record<string, unknown>);
+    return { kind: 'text', text: `${affected} row${affected === 1 ? '' : 's'} affected (committed)` };
+  },
+};
+
+const sql: Action = {
+  summary: 'run one SQL statement read-only (the server refuses writes), with a timeout and a row cap',
+  args: {
+    sql: { type: 'string', required: true, maxLength: 4000, description: 'the statement, in double quotes' },
+    db: dbArg,
+  },
+  positional: ['sql'],
+  mutates: false,
+  prepare: (args, config) => prepareWithDb(args, config, sql.args),
+  run: async (args, ctx): Promise<Result> => {
+    const { engine, cfg } = engineFor(ctx.config, args.db);
+    const maxRows = cfg.maxRows ?? DEFAULT_MAX_ROWS;
+    const result = await engine.sql(String(args.sql), maxRows);
+    if ('command' in result) {
+      return { kind: 'text', text: `${result.command || 'statement'} done${result.affected ? `, ${result.affected} rows` : ''} (no rows returned)` };
+    }
+    return { kind: 'table', columns: result.columns, rows: result.rows, note: rowNote(result.rows.length, result.total), name: 'sql' };
+  },
+};
+
+const STATEMENT_KINDS = ['queries', 'updates'] as const;
+const RESERVED = new Set(['name', 'db']);
 
 function checkConfig(raw: unknown, path: string): Problem[] {
   const cfg = raw as DbServiceConfig;
@@ -115,36 +199,47 @@ function checkConfig(raw: unknown, path: string): Problem[] {
     problems.push({ path: `${path}.default`, message: 'is required when more than one database is configured' });
   }
   for (const [dbName, db] of Object.entries(cfg.databases)) {
-    for (const [qName, q] of Object.entries(db.queries ?? {})) {
-      const at = `${path}.databases.${dbName}.queries.${qName}`;
-      const declared = Object.keys(q.params ?? {});
-      const used = [...new Set([...q.sql.matchAll(SQL_PARAM)].map((m) => m[1]))];
-      for (const p of used.filter((u) => !declared.includes(u))) {
-        problems.push({ path: `${at}.sql`, message: `uses :${p} but params does not declare it` });
-      }
-      for (const p of declared.filter((d) => !used.includes(d))) {
-        problems.push({ path: `${at}.params.${p}`, message: `is declared but the SQL never uses :${p}` });
-      }
-      for (const [pName, p] of Object.entries(q.params ?? {})) {
-        if (pName in query.args) problems.push({ path: `${at}.params.${pName}`, message: `"${pName}" is reserved for the query command itself: choose another name` });
-        if (p.type === 'enum' && !p.values) problems.push({ path: `${at}.params.${pName}.values`, message: 'is required for type enum' });
-        if (p.pattern !== undefined) {
-          try {
-            new RegExp(p.pattern);
-          } catch {
-            problems.push({ path: `${at}.params.${pName}.pattern`, message: 'is not a valid regular expression' });
+    const dialect = dialectOf(db);
+    for (const kind of STATEMENT_KINDS) {
+      const statements: Record<string, { sql: string; params?: Record<string, QueryParam> }> = db[kind] ?? {};
+      for (const [qName, q] of Object.entries(statements)) {
+        const at = `${path}.databases.${dbName}.${kind}.${qName}`;
+        const declared = Object.keys(q.params ?? {});
+        const scan = scanParams(q.sql, dialect);
+        const used = [...new Set(scan.named.map((p) => p.name))];
+        if (scan.native.length) {
+          problems.push({ path: `${at}.sql`, message: `uses the placeholder ${scan.native[0]}: write parameters as :name` });
+        }
+        for (const p of used.filter((u) => !declared.includes(u))) {
+          problems.push({ path: `${at}.sql`, message: `uses :${p} but params does not declare it` });
+        }
+        for (const p of declared.filter((d) => !used.includes(d))) {
+          problems.push({ path: `${at}.params.${p}`, message: `is declared but the SQL never uses :${p}` });
+        }
+        for (const [pName, p] of Object.entries(q.params ?? {})) {
+          const command = kind === 'queries' ? 'query' : 'update';
+          if (RESERVED.has(pName)) problems.push({ path: `${at}.params.${pName}`, message: `"${pName}" is reserved for the ${command} command itself: choose another name` });
+          if (p.type === 'enum' && !p.values) problems.push({ path: `${at}.params.${pName}.values`, message: 'is required for type enum' });
+          if (p.pattern !== undefined) {
+            try {
+              new RegExp(p.pattern);
+            } catch {
+              problems.push({ path: `${at}.params.${pName}.pattern`, message: 'is not a valid regular expression' });
+            }
           }
         }
       }
     }
+    const clash = Object.keys(db.queries ?? {}).filter((q) => q in (db.updates ?? {}));
+    for (const q of clash) problems.push({ path: `${path}.databases.${dbName}.updates.${q}`, message: `has the same name as a query: choose another name` });
   }
   return problems;
 }
 
 export const db: Service = {
   name: 'db',
-  summary: 'search databases with named, parameterised queries',
-  actions: { tables, describe, query },
+  summary: 'search databases with named, parameterised queries; named updates; read-only SQL',
+  actions: { tables, describe, query, update, sql },
   checkConfig,
   helpDetails: (config) => {
     const lines: string[] = [];
@@ -156,6 +251,14 @@ export const db: Service = {
         lines.push(`  ${qName}${q.description ? ` - ${q.description}` : ''}`);
         for (const arg of describeArgs(q.params ?? {})) lines.push(`      ${arg}`);
       }
+      const updates = Object.entries(cfg.updates ?? {});
+      if (updates.length) {
+        lines.push(`Named updates in database ${dbName} (db update; each runs in one transaction):`);
+        for (const [uName, u] of updates) {
+          lines.push(`  ${uName}${u.description ? ` - ${u.description}` : ''}`);
+          for (const arg of describeArgs(u.params ?? {})) lines.push(`      ${arg}`);
+        }
+      }
     }
     return lines;
   },
@@ -165,8 +268,13 @@ export const db: Service = {
     for (const name of Object.keys(section(config).databases)) {
       try {
         const { engine, cfg } = engineFor(config, name);
-        const [version, tableList] = await Promise.all([engine.version(), engine.tables()]);
-        details.push(`${name}: ${version}, ${tableList.length} tables, ${Object.keys(cfg.queries ?? {}).length} named queries`);
+        const version = await engine.version();
+        const tableList = await engine.tables({ counts: false });
+        const updates = Object.keys(cfg.updates ?? {}).length;
+        details.push(
+          `${name}: ${version}, ${tableList.length} tables, ${Object.keys(cfg.queries ?? {}).length} named queries` +
+            (updates ? `, ${updates} named update${updates === 1 ? '' : 's'}` : ''),
+        );
       } catch (err) {
         ok = false;
         details.push(`${name}: ${(err as Error).message}`);

@@ -1,42 +1,76 @@
 import { existsSync } from 'node:fs';
 import { CommandError } from '../../core/errors';
 import { openSqlite } from '../../sqlite/open';
-import type { DatabaseConfig } from '../../config/types';
-import type { DbEngine, QueryResult } from './engine';
+import { RowCollector, describeError, type EngineOptions } from './common';
+import type { DbEngine, QueryResult, SqlResult } from './engine';
+
+type Db = ReturnType<typeof openSqlite>;
 
 /**
- * The embedded engine. Every command opens the file read-only: named queries from config are
- * for reading, and SQLite itself refuses a write on such a connection whatever the SQL says.
+ * The embedded engine. Named queries and `db sql` open the file read-only, so SQLite itself
+ * refuses a write whatever the SQL says; only `db update` opens it read-write, inside a
+ * transaction. better-sqlite3 is synchronous, so the statement timeout is checked between rows.
  */
-export function sqliteEngine(cfg: DatabaseConfig): DbEngine {
-  const open = () => {
-    if (!existsSync(cfg.sqlite.path)) throw new CommandError(`database file ${cfg.sqlite.path} does not exist`);
+export function sqliteEngine(cfg: { path: string }, opts: EngineOptions): DbEngine {
+  const open = (readonly: boolean): Db => {
+    if (!existsSync(cfg.path)) throw new CommandError(`database file ${cfg.path} does not exist`);
     try {
-      return openSqlite(cfg.sqlite.path, { readonly: true, fileMustExist: true, timeout: 5000 });
+      return openSqlite(cfg.path, { readonly, fileMustExist: true, timeout: Math.min(opts.timeoutMs, 5000) });
     } catch (err) {
       throw new CommandError(`cannot open database: ${(err as Error).message}`);
     }
   };
-  const withDb = async <T>(fn: (db: ReturnType<typeof openSqlite>) => T): Promise<T> => {
-    const db = open();
+  const withDb = async <T>(fn: (db: Db) => T, options: { readonly?: boolean; changes?: boolean } = {}): Promise<T> => {
+    const db = open(options.readonly ?? true);
     try {
       return fn(db);
     } catch (err) {
       if (err instanceof CommandError) throw err;
-      throw new CommandError(`database error: ${(err as Error).message}`);
+      throw translate(err as Error & { code?: string }, options.changes ?? false);
     } finally {
       db.close();
     }
   };
+  const translate = (err: Error & { code?: string }, changes: boolean): CommandError => {
+    const code = err.code ?? '';
+    if (!code.startsWith('SQLITE_')) {
+      // Misuse reported by better-sqlite3 itself (e.g. a missing named parameter).
+      if (err instanceof RangeError || err instanceof TypeError) return new CommandError(`database error: ${err.message}`);
+      throw err;
+    }
+    if (code.startsWith('SQLITE_CONSTRAINT')) return describeError('constraint', err.message, { ...opts, changes });
+    if (code.startsWith('SQLITE_READONLY')) return describeError('read-only', err.message, opts);
+    if (code === 'SQLITE_ERROR') return describeError('sql', err.message, { ...opts, changes });
+    return new CommandError(`database error: ${err.message}${changes ? '; rolled back, nothing was changed' : ''}`);
+  };
+
+  /** Reads every row, keeps the first `maxRows`, gives up when the statement timeout has passed. */
+  const collect = (stmt: ReturnType<Db['prepare']>, params: Record<string, unknown> | undefined, maxRows: number): QueryResult => {
+    stmt.raw(true);
+    const columns = stmt.columns().map((c) => c.name);
+    const rows = new RowCollector(maxRows);
+    const deadline = Date.now() + opts.timeoutMs;
+    const iterator = (params ? stmt.iterate(params) : (stmt as unknown as { iterate(): unknown }).iterate()) as IterableIterator<unknown[]>;
+    for (const row of iterator) {
+      rows.add(row);
+      if ((rows.total & 255) === 0 && Date.now() > deadline) {
+        iterator.return?.();
+        throw describeError('timeout', '', opts);
+      }
+    }
+    if (Date.now() > deadline) throw describeError('timeout', '', opts);
+    return { columns, rows: rows.rows, total: rows.total };
+  };
 
   return {
     kind: 'sqlite',
-    tables: () =>
+    tables: ({ counts = true } = {}) =>
       withDb((db) => {
         const names = db
           .prepare(`SELECT name, type FROM sqlite_schema WHERE type IN ('table','view') AND name NOT LIKE 'sqlite_%' ORDER BY name`)
           .all() as { name: string; type: string }[];
         return names.map(({ name, type }) => {
+          if (!counts) return { name, type, rows: null };
           const { n } = db.prepare(`SELECT count(*) AS n FROM "${name.replace(/"/g, '""')}"`).get() as { n: number };
           return { name, type, rows: n };
         });
@@ -64,16 +98,30 @@ export function sqliteEngine(cfg: DatabaseConfig): DbEngine {
       withDb((db): QueryResult => {
         const stmt = db.prepare(sql);
         if (!stmt.reader) throw new CommandError('this named query does not return rows');
-        stmt.raw(true);
-        const columns = stmt.columns().map((c) => c.name);
-        const rows: unknown[][] = [];
-        let total = 0;
-        for (const row of stmt.iterate(params) as Iterable<unknown[]>) {
-          total++;
-          if (rows.length < maxRows) rows.push(row);
-        }
-        return { columns, rows, total };
+        return collect(stmt, params, maxRows);
+      }),
+    update: (sql, params) =>
+      withDb(
+        (db) => {
+          const stmt = db.prepare(sql);
+          const run = db.transaction(() => {
+            if (!stmt.reader) return stmt.run(params).changes;
+            stmt.all(params); // UPDATE … RETURNING: the rows are not reported, the count is
+            return (db.prepare('SELECT changes() AS n').get() as { n: number }).n;
+          });
+          return { affected: run.immediate() };
+        },
+        { readonly: false, changes: true },
+      ),
+    sql: (text, maxRows) =>
+      withDb((db): SqlResult => {
+        const stmt = db.prepare(text); // one statement: prepare() refuses several
+        // Writes fail on this read-only connection (INSERT … RETURNING included), but a statement
+        // that returns no rows could still act on files (VACUUM INTO writes a copy): refused.
+        if (!stmt.reader) throw new CommandError('refused: on SQLite, db sql runs only statements that return rows (SELECT, WITH, VALUES, PRAGMA)');
+        return collect(stmt, undefined, maxRows);
       }),
     version: () => withDb((db) => `SQLite ${(db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}`),
+    close: async () => undefined,
   };
 }
