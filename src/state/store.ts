@@ -41,6 +41,23 @@ export interface PendingConfirmation {
 
 export type RateEvent = 'message' | 'reply';
 
+/** A reply waiting in the outbox (a journal entry in state reply-pending). */
+export interface OutboxEntry {
+  key: string;
+  reply: StoredReply;
+  /** Failed sending attempts so far. */
+  attempts: number;
+  /** Epoch ms when the reply was stored. */
+  queuedAt: number;
+  lastError?: string;
+}
+
+export interface OutboxStats {
+  depth: number;
+  /** Epoch ms of the oldest waiting reply. */
+  oldestQueuedAt?: number;
+}
+
 /** Asynchronous so that a shared database server can stand behind it. */
 export interface StateStore {
   get(key: string): Promise<JournalEntry | undefined>;
@@ -48,6 +65,22 @@ export interface StateStore {
   saveReply(key: string, reply: StoredReply): Promise<void>;
   markReplied(key: string): Promise<void>;
   counts(): Promise<Record<JournalState, number>>;
+  /**
+   * The outbox: replies due for sending (reply-pending, next attempt ≤ now), oldest first. Each
+   * returned entry is leased to the caller until now + leaseMs, so another agent sharing the store
+   * does not send it at the same time; markReplied or deferReply ends the lease.
+   */
+  takeDueReplies(now: number, leaseMs: number, limit: number): Promise<OutboxEntry[]>;
+  /** Sending failed: count the attempt, keep the reply, try again at nextAttemptAt. */
+  deferReply(key: string, nextAttemptAt: number, error: string): Promise<void>;
+  outboxStats(): Promise<OutboxStats>;
+  /**
+   * A named lease, so several agents sharing the store do a thing once: true when `owner` now
+   * holds `name` until `until` (it was free, expired, or already held by the same owner).
+   */
+  claim(name: string, owner: string, now: number, until: number): Promise<boolean>;
+  /** Gives a lease back early (only the owner can). */
+  release(name: string, owner: string): Promise<void>;
   /** Records a TOTP time step as used; false when it (or a later one) was used already. */
   useTotpStep(address: string, step: number): Promise<boolean>;
   saveConfirmation(pending: PendingConfirmation): Promise<void>;
@@ -65,6 +98,8 @@ export class MemoryStore implements StateStore {
   private totp = new Map<string, number>();
   private confirmations = new Map<string, PendingConfirmation>();
   private events: { kind: RateEvent; subject: string; at: number }[] = [];
+  private outbox = new Map<string, { queuedAt: number; nextAttemptAt: number; attempts: number; lastError?: string }>();
+  private leases = new Map<string, { owner: string; until: number }>();
 
   async get(key: string) {
     return this.entries.get(key);
@@ -75,10 +110,36 @@ export class MemoryStore implements StateStore {
   async saveReply(key: string, reply: StoredReply) {
     const entry = this.entries.get(key)!;
     this.entries.set(key, { ...entry, state: 'reply-pending', reply });
+    this.outbox.set(key, { queuedAt: Date.now(), nextAttemptAt: 0, attempts: 0 });
   }
   async markReplied(key: string) {
     const entry = this.entries.get(key)!;
     this.entries.set(key, { ...entry, state: 'replied', reply: undefined });
+    this.outbox.delete(key);
+  }
+  async takeDueReplies(now: number, leaseMs: number, limit: number) {
+    const due = [...this.outbox.entries()].filter(([, o]) => o.nextAttemptAt <= now).sort(([, a], [, b]) => a.queuedAt - b.queuedAt).slice(0, limit);
+    return due.map(([key, o]) => {
+      o.nextAttemptAt = now + leaseMs;
+      return { key, reply: this.entries.get(key)!.reply!, attempts: o.attempts, queuedAt: o.queuedAt, ...(o.lastError && { lastError: o.lastError }) };
+    });
+  }
+  async deferReply(key: string, nextAttemptAt: number, error: string) {
+    const o = this.outbox.get(key);
+    if (o) Object.assign(o, { nextAttemptAt, attempts: o.attempts + 1, lastError: error });
+  }
+  async outboxStats() {
+    const queued = [...this.outbox.values()].map((o) => o.queuedAt);
+    return { depth: queued.length, ...(queued.length && { oldestQueuedAt: Math.min(...queued) }) };
+  }
+  async claim(name: string, owner: string, now: number, until: number) {
+    const held = this.leases.get(name);
+    if (held && held.owner !== owner && held.until > now) return false;
+    this.leases.set(name, { owner, until });
+    return true;
+  }
+  async release(name: string, owner: string) {
+    if (this.leases.get(name)?.owner === owner) this.leases.delete(name);
   }
   async counts() {
     const counts = emptyCounts();
@@ -107,7 +168,7 @@ export class MemoryStore implements StateStore {
   async close() {}
 }
 
-const SCHEMA = `
+const SCHEMA_TABLES = `
 CREATE TABLE IF NOT EXISTS journal (
   key         TEXT PRIMARY KEY,
   message_id  TEXT,
@@ -119,6 +180,10 @@ CREATE TABLE IF NOT EXISTS journal (
   reply_from  TEXT,
   reply_to    TEXT,
   reply_raw   BLOB,
+  queued_at   INTEGER,
+  next_attempt_at INTEGER,
+  attempts    INTEGER NOT NULL DEFAULT 0,
+  last_error  TEXT,
   created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
   updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
 );
@@ -127,7 +192,13 @@ CREATE TABLE IF NOT EXISTS confirmations (
   token TEXT PRIMARY KEY, sender TEXT NOT NULL, commands TEXT NOT NULL, expires_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (kind TEXT NOT NULL, subject TEXT NOT NULL, at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (kind, at);`;
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL);`;
+
+const OUTBOX_COLUMNS = [['queued_at', 'INTEGER'], ['next_attempt_at', 'INTEGER'], ['attempts', 'INTEGER NOT NULL DEFAULT 0'], ['last_error', 'TEXT']];
+
+const SCHEMA_INDEXES = `
+CREATE INDEX IF NOT EXISTS events_by_time ON events (kind, at);
+CREATE INDEX IF NOT EXISTS journal_outbox ON journal (next_attempt_at) WHERE state = 'reply-pending';`;
 
 const NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
@@ -141,7 +212,11 @@ export class SqliteStore implements StateStore {
       this.db = openSqlite(path, { timeout: 10_000 });
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
-      this.db.exec(SCHEMA);
+      this.db.exec(SCHEMA_TABLES);
+      // Journals written by an earlier version lack the outbox columns.
+      const columns = new Set((this.db.pragma('table_info(journal)') as { name: string }[]).map((c) => c.name));
+      for (const [name, type] of OUTBOX_COLUMNS) if (!columns.has(name)) this.db.exec(`ALTER TABLE journal ADD COLUMN ${name} ${type}`);
+      this.db.exec(SCHEMA_INDEXES);
     } catch (err) {
       throw new UserError(`state store ${path} is not usable: ${(err as Error).message}`, EXIT.TEMPFAIL);
     }
@@ -173,13 +248,58 @@ export class SqliteStore implements StateStore {
     this.db
       .prepare(
         `UPDATE journal SET state = 'reply-pending', reply_id = ?, reply_from = ?, reply_to = ?, reply_raw = ?,
-         updated_at = ${NOW_SQL} WHERE key = ?`,
+         queued_at = ?, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = ${NOW_SQL} WHERE key = ?`,
       )
-      .run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, key);
+      .run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key);
+  }
+
+  async takeDueReplies(now: number, leaseMs: number, limit: number): Promise<OutboxEntry[]> {
+    // One write transaction: with WAL, a second process waits for it, so a reply is leased once.
+    const take = this.db.transaction(() => {
+      const rows = this.db
+        .prepare(`SELECT * FROM journal WHERE state = 'reply-pending' AND next_attempt_at <= ? ORDER BY queued_at LIMIT ?`)
+        .all(now, limit) as Record<string, any>[];
+      const lease = this.db.prepare('UPDATE journal SET next_attempt_at = ? WHERE key = ?');
+      for (const row of rows) lease.run(now + leaseMs, row.key);
+      return rows;
+    });
+    return take.immediate().map((row) => ({
+      key: row.key,
+      reply: { messageId: row.reply_id, from: row.reply_from, to: JSON.parse(row.reply_to), raw: row.reply_raw },
+      attempts: row.attempts,
+      queuedAt: row.queued_at,
+      ...(row.last_error && { lastError: row.last_error }),
+    }));
+  }
+
+  async deferReply(key: string, nextAttemptAt: number, error: string) {
+    this.db
+      .prepare(`UPDATE journal SET next_attempt_at = ?, attempts = attempts + 1, last_error = ?, updated_at = ${NOW_SQL} WHERE key = ? AND state = 'reply-pending'`)
+      .run(nextAttemptAt, error, key);
+  }
+
+  async outboxStats(): Promise<OutboxStats> {
+    const row = this.db.prepare(`SELECT count(*) AS n, min(queued_at) AS oldest FROM journal WHERE state = 'reply-pending'`).get() as { n: number; oldest: number | null };
+    return { depth: row.n, ...(row.oldest !== null && { oldestQueuedAt: row.oldest }) };
+  }
+
+  async claim(name: string, owner: string, now: number, until: number): Promise<boolean> {
+    const changed = this.db
+      .prepare(
+        `INSERT INTO leases (name, owner, until) VALUES (?, ?, ?)
+         ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+         WHERE leases.owner = excluded.owner OR leases.until <= ?`,
+      )
+      .run(name, owner, until, now).changes;
+    return changed === 1;
+  }
+
+  async release(name: string, owner: string) {
+    this.db.prepare('DELETE FROM leases WHERE name = ? AND owner = ?').run(name, owner);
   }
 
   async markReplied(key: string) {
-    this.db.prepare(`UPDATE journal SET state = 'replied', reply_raw = NULL, updated_at = ${NOW_SQL} WHERE key = ?`).run(key);
+    this.db.prepare(`UPDATE journal SET state = 'replied', reply_raw = NULL, next_attempt_at = NULL, updated_at = ${NOW_SQL} WHERE key = ?`).run(key);
   }
 
   async counts() {
