@@ -98,6 +98,31 @@ export interface SmtpConfig {
   timeoutSeconds?: number;
 }
 
+/** The mailbox `watch` reads (imapflow). */
+export interface ImapConfig {
+  host: string;
+  port?: number;
+  /** TLS from the first byte (port 993); otherwise STARTTLS when the server offers it. */
+  secure?: boolean;
+  rejectUnauthorized?: boolean;
+  user: string;
+  password?: SecretRef;
+  /** Where requests arrive (default INBOX). */
+  mailbox?: string;
+  /** Created when missing. Defaults: Processing, Processed, Rejected. */
+  folders?: { processing?: string; processed?: string; rejected?: string };
+  /** Poll every N seconds instead of IDLE (for servers without IDLE); 0 or absent = IDLE. */
+  pollSeconds?: number;
+}
+
+/** Where the journal, outbox and security memory live. */
+export interface StateConfig {
+  /** SQLite file (the default store). */
+  path: string;
+  /** A PostgreSQL server instead, so agents on several hosts share one state. */
+  postgres?: { url: SecretRef | string; schema?: string };
+}
+
 export interface Limits {
   maxCommands: number;
   maxLineBytes: number;
@@ -110,7 +135,8 @@ export interface Config {
   file: string;
   agent: { address: string; name?: string };
   smtp?: SmtpConfig;
-  state: { path: string };
+  imap?: ImapConfig;
+  state: StateConfig;
   audit: { path: string; maxBytes?: number; keep?: number };
   limits: Limits;
   users: UserConfig[];
