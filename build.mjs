@@ -97,6 +97,35 @@ const lazyStringWidthPlugin = {
   },
 };
 
+/**
+ * yargs reads its message translations with y18n from `<executable>/../../../locales/<LANG>.json`:
+ * inside the binary that is a path outside the product (for /usr/local/bin/mailagent, /locales/),
+ * where any local user who can create it would put text into our output. The binary speaks
+ * English only, so y18n gets a platform shim without a file system: the English keys are the
+ * messages themselves.
+ */
+const noLocaleFilesPlugin = {
+  name: 'no-locale-files',
+  setup(b) {
+    b.onResolve({ filter: /^y18n$/ }, async (args) => {
+      if (args.pluginData?.real) return undefined;
+      const real = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: { real: true } });
+      if (real.errors.length) return { errors: real.errors };
+      // index.mjs wraps the platform-independent core, which the package's exports map hides.
+      return { path: join(dirname(real.path), 'build', 'lib', 'index.js'), namespace: 'no-locale-files' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'no-locale-files' }, (args) => ({
+      loader: 'js',
+      resolveDir: dirname(args.path),
+      contents: `
+        import { format } from 'node:util';
+        import { y18n as create } from ${JSON.stringify(args.path)};
+        const noFiles = { fs: {}, format, resolve: (...parts) => parts.join('/'), exists: () => false };
+        export default (opts) => create({ ...opts, updateFiles: false }, noFiles);`,
+    }));
+  },
+};
+
 function findSqliteAddon() {
   const pkgDir = dirname(requireFromRoot.resolve('better-sqlite3/package.json'));
   const addon = join(pkgDir, 'build', 'Release', 'better_sqlite3.node');
@@ -163,7 +192,7 @@ export async function build({
       __SQLITE_ADDON_SHA256__: JSON.stringify(addonSha256), // names the extracted copy (src/sqlite/open.ts)
     },
     banner: { js: BANNER },
-    plugins: [noBindingsPlugin, lazyStringWidthPlugin],
+    plugins: [noBindingsPlugin, lazyStringWidthPlugin, noLocaleFilesPlugin],
     minify,
     legalComments: 'none',
     lineLimit: 400, // minified, yet an uncaught error's source excerpt stays one short line

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -26,9 +26,13 @@ test.after(() => {
 });
 
 function mailagent(...args: string[]) {
-  const r = spawnSync(bin, args, {
+  return mailagentAt(bin, {}, ...args);
+}
+
+function mailagentAt(path: string, env: Record<string, string>, ...args: string[]) {
+  const r = spawnSync(path, args, {
     cwd: dir,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home') },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), ...env },
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
     timeout: 30_000,
@@ -58,6 +62,22 @@ test('an unknown subcommand is a usage error (64)', () => {
   const r = mailagent('frobnicate');
   assert.is(r.status, 64, r.stderr);
   assert.match(r.stderr, /frobnicate/);
+});
+
+test('messages never come from translation files beside the executable', () => {
+  // yargs would look for <executable>/../../../locales/<LANG>.json: outside the product.
+  const deep = join(dir, 'a', 'b', 'c');
+  mkdirSync(deep, { recursive: true });
+  copyFileSync(bin, join(deep, 'mailagent'));
+  mkdirSync(join(dir, 'locales'));
+  const planted = JSON.stringify({ 'Commands:': 'PLANTED', 'Unknown argument: %s': 'PLANTED %s' });
+  writeFileSync(join(dir, 'locales', 'fr.json'), planted);
+  writeFileSync(join(dir, 'locales', 'fr_FR.json'), planted);
+  const help = mailagentAt(join(deep, 'mailagent'), { LANG: 'fr_FR.UTF-8', LC_ALL: 'fr_FR.UTF-8' }, '--help');
+  assert.is(help.status, 0, help.stderr);
+  assert.match(help.stdout, /^Commands:/m);
+  const bad = mailagentAt(join(deep, 'mailagent'), { LANG: 'fr_FR.UTF-8', LC_ALL: 'fr_FR.UTF-8' }, 'frobnicate');
+  assert.not.match(`${help.stdout}${bad.stderr}`, /PLANTED/);
 });
 
 test('watch is not available yet (69)', () => {
