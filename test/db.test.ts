@@ -3,6 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CommandError } from '../src/core/errors';
 import { db } from '../src/services/db';
+import { toPositional } from '../src/services/db/params';
 import { openSqlite } from '../src/sqlite/open';
 import { existsSync } from 'node:fs';
 import type { Config } from '../src/config/types';
@@ -221,6 +222,20 @@ test('checkConfig reads :name outside literals and comments, and refuses native 
       'services.db.databases.a.updates.literal: has the same name as a query: choose another name',
     ],
   );
+});
+
+test('parameters become driver placeholders: one number per name for PostgreSQL, casts on request', () => {
+  const sql = "SELECT * FROM t WHERE (:since IS NULL OR opened >= :since) AND note <> ':not_me' AND n = :n";
+  assert.equal(toPositional(sql, 'postgres', { since: '2026-11-01', n: 3 }), {
+    text: "SELECT * FROM t WHERE ($1 IS NULL OR opened >= $1) AND note <> ':not_me' AND n = $2",
+    values: ['2026-11-01', 3],
+  });
+  assert.equal(toPositional(sql, 'postgres', { n: 3 }, { since: 'date' }).text, "SELECT * FROM t WHERE ($1::date IS NULL OR opened >= $1::date) AND note <> ':not_me' AND n = $2");
+  assert.equal(toPositional(sql, 'postgres', { n: 3 }).values, [null, 3]);
+  assert.equal(toPositional(sql, 'mysql', { since: '2026-11-01', n: 3 }), {
+    text: "SELECT * FROM t WHERE (? IS NULL OR opened >= ?) AND note <> ':not_me' AND n = ?",
+    values: ['2026-11-01', '2026-11-01', 3],
+  });
 });
 
 test.after(cleanup);

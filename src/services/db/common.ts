@@ -84,6 +84,18 @@ export function describeError(kind: ErrorKind, message: string, opts: EngineOpti
   }
 }
 
+/**
+ * A READ ONLY transaction stops writes to tables, not a privileged account writing files on the
+ * database host (PostgreSQL COPY … TO 'file', MariaDB SELECT … INTO OUTFILE): `db sql` runs only
+ * under an account the server says cannot.
+ */
+export function privilegedAccount(opts: EngineOptions, account: string, privileges: string): CommandError {
+  return new CommandError(
+    `db sql is refused on database ${opts.name}: its account ${account} can write files on the database server (${privileges}); ` +
+      'configure db sql on a database entry whose account lacks that privilege',
+  );
+}
+
 /** Network-level failures common to both server drivers. */
 export function isNetworkError(err: { code?: unknown; message?: string }): boolean {
   return (

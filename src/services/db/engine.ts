@@ -1,3 +1,5 @@
+import type { QueryParam } from '../../config/types';
+
 /** What the db service needs from a database engine. */
 export interface ColumnInfo {
   name: string;
@@ -24,15 +26,18 @@ export interface QueryResult {
 /** `db sql` may run a statement that returns no rows (e.g. SHOW on some servers, or SET). */
 export type SqlResult = QueryResult | { command: string; affected?: number };
 
+/** The declared type of each named parameter, for engines that need it to bind a value. */
+export type ParamTypes = Record<string, QueryParam['type']>;
+
 export interface DbEngine {
   kind: string;
   tables(options?: { counts?: boolean }): Promise<TableInfo[]>;
   /** undefined when there is no such table or view. */
   describe(table: string): Promise<ColumnInfo[] | undefined>;
   /** A named query from config, read-only, with bound parameters. */
-  query(sql: string, params: Record<string, unknown>, maxRows: number): Promise<QueryResult>;
+  query(sql: string, params: Record<string, unknown>, maxRows: number, types?: ParamTypes): Promise<QueryResult>;
   /** A named update from config, in a transaction, with bound parameters: the affected row count. */
-  update(sql: string, params: Record<string, unknown>): Promise<{ affected: number }>;
+  update(sql: string, params: Record<string, unknown>, types?: ParamTypes): Promise<{ affected: number }>;
   /** One statement from the mail, read-only (refused by the server otherwise), with timeout and row cap. */
   sql(text: string, maxRows: number): Promise<SqlResult>;
   version(): Promise<string>;

@@ -4,7 +4,7 @@ import type { Problem } from '../../config/schema-check';
 import { convertArgs, describeArgs } from '../args';
 import type { Action, Prepared, Result, Service } from '../types';
 import type { EngineOptions } from './common';
-import type { DbEngine } from './engine';
+import type { DbEngine, ParamTypes } from './engine';
 import { mysqlEngine } from './mysql';
 import { scanParams, type Dialect } from './params';
 import { postgresEngine } from './postgres';
@@ -69,6 +69,11 @@ function prepareWithDb(args: Record<string, string>, config: Config, specs: Acti
 }
 
 const dbArg = { type: 'string', description: 'database name from config (default: the default database)' } as const;
+
+const count = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
+
+const paramTypes = (params: Record<string, QueryParam> = {}): ParamTypes =>
+  Object.fromEntries(Object.entries(params).map(([name, p]) => [name, p.type]));
 
 const rowNote = (shown: number, total: number): string | undefined =>
   total > shown ? `first ${shown} of ${total} rows (row cap)` : undefined;
@@ -142,7 +147,7 @@ const query: Action = {
     const name = String(args.name);
     const named = cfg.queries![name];
     const maxRows = named.maxRows ?? cfg.maxRows ?? DEFAULT_MAX_ROWS;
-    const result = await engine.query(named.sql, args.params as Record<string, unknown>, maxRows);
+    const result = await engine.query(named.sql, args.params as Record<string, unknown>, maxRows, paramTypes(named.params));
     return { kind: 'table', columns: result.columns, rows: result.rows, note: rowNote(result.rows.length, result.total), name: `query-${name}` };
   },
 };
@@ -160,7 +165,7 @@ const update: Action = {
   run: async (args, ctx) => {
     const { engine, name: dbName } = engineFor(ctx.config, args.db);
     const named = section(ctx.config).databases[dbName].updates![String(args.name)];
-    const { affected } = await engine.update(named.sql, args.params as Record<string, unknown>);
+    const { affected } = await engine.update(named.sql, args.params as Record<string, unknown>, paramTypes(named.params));
     return { kind: 'text', text: `${affected} row${affected === 1 ? '' : 's'} affected (committed)` };
   },
 };
@@ -270,10 +275,11 @@ export const db: Service = {
         const { engine, cfg } = engineFor(config, name);
         const version = await engine.version();
         const tableList = await engine.tables({ counts: false });
+        const queries = Object.keys(cfg.queries ?? {}).length;
         const updates = Object.keys(cfg.updates ?? {}).length;
         details.push(
-          `${name}: ${version}, ${tableList.length} tables, ${Object.keys(cfg.queries ?? {}).length} named queries` +
-            (updates ? `, ${updates} named update${updates === 1 ? '' : 's'}` : ''),
+          `${name}: ${version}, ${count(tableList.length, 'table')}, ${count(queries, 'named query', 'named queries')}` +
+            (updates ? `, ${count(updates, 'named update')}` : ''),
         );
       } catch (err) {
         ok = false;

@@ -1,7 +1,7 @@
 import type { Pool, PoolConnection, FieldPacket, ResultSetHeader } from 'mysql2';
 import { CommandError } from '../../core/errors';
 import type { ServerDatabase } from '../../config/types';
-import { RowCollector, describeError, isNetworkError, withWatchdog, type EngineOptions } from './common';
+import { RowCollector, describeError, isNetworkError, privilegedAccount, withWatchdog, type EngineOptions } from './common';
 import type { ColumnInfo, DbEngine, QueryResult, SqlResult, TableInfo } from './engine';
 import { toPositional } from './params';
 import { EXACT_COUNT_BELOW, errorText, serverPassword, tableType, tlsOptions } from './server';
@@ -14,6 +14,15 @@ const TIMEOUT_ERRNOS = new Set([1969 /* MariaDB max_statement_time */, 3024 /* M
 const LOGIN_ERRNOS = new Set([1044, 1045, 1049, 1251, 1698]);
 const CONSTRAINT_ERRNOS = new Set([4025 /* MariaDB CHECK */, 3819 /* MySQL CHECK */, 1048, 1062, 1216, 1217, 1451, 1452, 1557, 1586]);
 const VALUE_ERRNOS = new Set([1264, 1265, 1292, 1366, 1367, 1406, 1411]);
+
+/**
+ * Before a `db sql` statement: whether the account may write files on the server (SELECT … INTO
+ * OUTFILE), which a READ ONLY transaction does not prevent. GRANTEE is written 'user'@'host'.
+ */
+const SQL_ACCOUNT = `SELECT CURRENT_USER() AS account,
+  (SELECT MAX(PRIVILEGE_TYPE) FROM information_schema.USER_PRIVILEGES
+    WHERE PRIVILEGE_TYPE = 'FILE'
+      AND GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')) AS privileged`;
 
 /**
  * MySQL and MariaDB through mysql2. Named queries and updates are server-side prepared
@@ -64,7 +73,8 @@ export function mysqlEngine(cfg: ServerDatabase, opts: EngineOptions): DbEngine 
     if (isNetworkError(e) || e.name === 'AggregateError') return describeError('unreachable', text, o);
     if (errno === undefined || !e.sqlState) throw err; // a bug, not a database answer
     if (LOGIN_ERRNOS.has(errno) || e.sqlState.startsWith('28')) return describeError('login', text, o);
-    if (errno === 1792) return describeError('read-only', text, o);
+    // 1792 a write in a READ ONLY transaction; 1568 an attempt to change that mid-transaction
+    if (errno === 1792 || e.sqlState.startsWith('25')) return describeError('read-only', text, o);
     if (CONSTRAINT_ERRNOS.has(errno) || e.sqlState.startsWith('23')) return describeError('constraint', text, o);
     if (VALUE_ERRNOS.has(errno) || e.sqlState.startsWith('22')) return describeError('value', text, o);
     if (e.sqlState.startsWith('42')) return describeError('sql', text, o);
@@ -253,6 +263,8 @@ export function mysqlEngine(cfg: ServerDatabase, opts: EngineOptions): DbEngine 
           opts.timeoutMs,
           async () => {
             await run(conn, 'SET SESSION TRANSACTION READ ONLY');
+            const [account] = await run<{ account: string; privileged: string | null }[]>(conn, SQL_ACCOUNT);
+            if (account.privileged) throw privilegedAccount(opts, account.account, account.privileged);
             return readOnly(conn, () => stream(conn, text, undefined, maxRows));
           },
           async () => {

@@ -106,9 +106,15 @@ export function paramNames(sql: string, dialect: Dialect): string[] {
 
 /**
  * Rewrites `:name` to the driver's placeholders: `$1…` for PostgreSQL (one number per name, so a
- * name used twice binds once), `?` for MySQL/MariaDB (one value per occurrence).
+ * name used twice binds once), `?` for MySQL/MariaDB (one value per occurrence). `casts` gives a
+ * PostgreSQL type for some names (`$1::date`), for statements the server cannot type by itself.
  */
-export function toPositional(sql: string, dialect: 'postgres' | 'mysql', params: Record<string, unknown>): { text: string; values: unknown[] } {
+export function toPositional(
+  sql: string,
+  dialect: 'postgres' | 'mysql',
+  params: Record<string, unknown>,
+  casts: Record<string, string> = {},
+): { text: string; values: unknown[] } {
   const { named } = scanParams(sql, dialect);
   const values: unknown[] = [];
   const numbers = new Map<string, number>();
@@ -124,7 +130,7 @@ export function toPositional(sql: string, dialect: 'postgres' | 'mysql', params:
         k = values.length;
         numbers.set(p.name, k);
       }
-      placeholder = `$${k}`;
+      placeholder = casts[p.name] ? `$${k}::${casts[p.name]}` : `$${k}`;
     } else values.push(value);
     text += sql.slice(last, p.start) + placeholder;
     last = p.end;

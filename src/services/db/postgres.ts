@@ -1,8 +1,8 @@
 import type { Pool, PoolClient } from 'pg';
 import { CommandError } from '../../core/errors';
 import type { ServerDatabase } from '../../config/types';
-import { RowCollector, describeError, isNetworkError, withWatchdog, type EngineOptions } from './common';
-import type { ColumnInfo, DbEngine, QueryResult, SqlResult, TableInfo } from './engine';
+import { RowCollector, describeError, isNetworkError, privilegedAccount, withWatchdog, type EngineOptions } from './common';
+import type { ColumnInfo, DbEngine, ParamTypes, QueryResult, SqlResult, TableInfo } from './engine';
 import { toPositional } from './params';
 import { EXACT_COUNT_BELOW, errorText, serverPassword, tableType, tlsOptions } from './server';
 
@@ -10,6 +10,21 @@ type PgConfig = ServerDatabase & { schema?: string };
 type Streamed = QueryResult & { command: string; rowCount: number | null; hasRows: boolean };
 
 const OID = { int8: 20, date: 1082, time: 1083, timestamp: 1114, interval: 1186 };
+
+/**
+ * Before a `db sql` statement: its statement timeout, and whether the account may write server
+ * files or run programs there, which a READ ONLY transaction does not prevent.
+ */
+const SQL_SESSION = `SELECT set_config('statement_timeout', $1, true) AS timeout, current_user AS account,
+  CASE WHEN (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN 'superuser'
+       WHEN pg_has_role('pg_write_server_files', 'USAGE') THEN 'pg_write_server_files'
+       WHEN pg_has_role('pg_execute_server_program', 'USAGE') THEN 'pg_execute_server_program' END AS privileged`;
+
+/** "could not determine data type of parameter": ambiguous_parameter, indeterminate_datatype. */
+const UNTYPED_PARAMETER = new Set(['42P08', '42P18']);
+
+/** The PostgreSQL type of each declared parameter type, for statements the server cannot type alone. */
+const PG_TYPES: Record<ParamTypes[string], string> = { string: 'text', enum: 'text', int: 'bigint', number: 'numeric', date: 'date', bool: 'boolean' };
 
 /**
  * PostgreSQL through node-postgres. One small pool per database, opened on first use. Every
@@ -66,7 +81,8 @@ export function postgresEngine(cfg: PgConfig, opts: EngineOptions): DbEngine {
       if (code === '57014' && (context.watchdog || /statement timeout/.test(text))) return describeError('timeout', text, o);
       if (code.startsWith('08') || code === '57P01' || code === '57P03') return describeError('unreachable', text, o);
       if (code.startsWith('28') || code === '3D000') return describeError('login', text, o);
-      if (code === '25006') return describeError('read-only', text, o);
+      // 25006 a write in a READ ONLY transaction; 25001 an attempt to make it read-write
+      if (code.startsWith('25')) return describeError('read-only', text, o);
       if (code.startsWith('23')) return describeError('constraint', `${text}${detail}`, o);
       if (code.startsWith('22')) return describeError('value', text, o);
       if (code.startsWith('42')) return describeError('sql', text, o);
@@ -125,6 +141,29 @@ export function postgresEngine(cfg: PgConfig, opts: EngineOptions): DbEngine {
   };
 
   const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+  /**
+   * Runs a named statement with its parameters as written, so the server types them from their
+   * context. Where it cannot (42P08/42P18, e.g. `:since IS NULL OR opened >= :since`), once more
+   * with each parameter cast to its declared type: the first attempt failed at parse time, so
+   * nothing ran.
+   */
+  const withParams = async <T>(
+    sql: string,
+    params: Record<string, unknown>,
+    types: ParamTypes | undefined,
+    attempt: (text: string, values: unknown[]) => Promise<T>,
+  ): Promise<T> => {
+    const plain = toPositional(sql, 'postgres', params);
+    try {
+      return await attempt(plain.text, plain.values);
+    } catch (err) {
+      if (!UNTYPED_PARAMETER.has((err as { code?: string }).code ?? '') || !types) throw err;
+      const casts = Object.fromEntries(Object.entries(types).map(([name, type]) => [name, PG_TYPES[type]]));
+      const typed = toPositional(sql, 'postgres', params, casts);
+      return attempt(typed.text, typed.values);
+    }
+  };
 
   return {
     kind: 'postgres',
@@ -203,11 +242,10 @@ export function postgresEngine(cfg: PgConfig, opts: EngineOptions): DbEngine {
         }
       }),
 
-    query: (sql, params, maxRows) =>
+    query: (sql, params, maxRows, types) =>
       withClient(async (client) => {
-        const { text, values } = toPositional(sql, 'postgres', params);
         try {
-          const result = await readOnly(client, () => stream(client, text, values, maxRows));
+          const result = await withParams(sql, params, types, (text, values) => readOnly(client, () => stream(client, text, values, maxRows)));
           if (!result.hasRows) throw new CommandError('this named query does not return rows');
           return { columns: result.columns, rows: result.rows, total: result.total };
         } catch (err) {
@@ -215,19 +253,20 @@ export function postgresEngine(cfg: PgConfig, opts: EngineOptions): DbEngine {
         }
       }),
 
-    update: (sql, params) =>
+    update: (sql, params, types) =>
       withClient(async (client) => {
-        const { text, values } = toPositional(sql, 'postgres', params);
         try {
-          await client.query('BEGIN');
-          try {
-            const result = await stream(client, text, values, 0);
-            await client.query('COMMIT');
-            return { affected: result.rowCount ?? 0 };
-          } catch (err) {
-            await rollback(client);
-            throw err;
-          }
+          return await withParams(sql, params, types, async (text, values) => {
+            await client.query('BEGIN');
+            try {
+              const result = await stream(client, text, values, 0);
+              await client.query('COMMIT');
+              return { affected: result.rowCount ?? 0 };
+            } catch (err) {
+              await rollback(client);
+              throw err;
+            }
+          });
         } catch (err) {
           throw translate(err, { changes: true });
         }
@@ -241,7 +280,10 @@ export function postgresEngine(cfg: PgConfig, opts: EngineOptions): DbEngine {
           opts.timeoutMs,
           () =>
             readOnly(client, async () => {
-              await client.query(`SET LOCAL statement_timeout = ${Math.ceil(opts.timeoutMs)}`);
+              // A SELECT, not SET: it takes the transaction's snapshot, after which the server
+              // refuses SET TRANSACTION READ WRITE ("must be set before any query").
+              const { rows } = await client.query<{ account: string; privileged: string | null }>(SQL_SESSION, [String(Math.ceil(opts.timeoutMs))]);
+              if (rows[0].privileged) throw privilegedAccount(opts, rows[0].account, rows[0].privileged);
               return stream(client, text, [], maxRows);
             }),
           async () => {
