@@ -59,8 +59,37 @@ export interface DbServiceConfig {
   databases: Record<string, DatabaseConfig>;
 }
 
+/** One batch job: a fixed argv; mail arguments only fill its declared {placeholders}. */
+export interface JobConfig {
+  /** Program and arguments, never given to a shell; "{param}" is replaced by that argument's value. */
+  command: string[];
+  description?: string;
+  /** Working directory; relative to the config file (default: the config file's folder). */
+  cwd?: string;
+  /** Variables added to the job's small base environment (PATH, HOME, LANG, TZ). */
+  env?: Record<string, string | SecretRef>;
+  /** Killed (whole process group) after this many seconds (default 300). */
+  timeoutSeconds?: number;
+  /** Captured bytes per stream; beyond it the middle is cut (default: the service's maxOutputBytes). */
+  maxOutputBytes?: number;
+  params?: Record<string, QueryParam>;
+}
+
+export interface JobsServiceConfig {
+  jobs: Record<string, JobConfig>;
+  /** A job still running after this many seconds gets a "started" reply and a second mail with the result (watch). Default 30. */
+  replyAfterSeconds?: number;
+  /** Default per-stream output cap in bytes (default 262144). */
+  maxOutputBytes?: number;
+  /** IANA time zone for schedules (default: the machine's). */
+  timezone?: string;
+  /** Runs kept in the log per job (default 500). */
+  keepRuns?: number;
+}
+
 export interface ServicesConfig {
   db?: DbServiceConfig;
+  jobs?: JobsServiceConfig;
 }
 
 /** Proof of identity, weakest first; totp, pgp and confirm are equally strong. */

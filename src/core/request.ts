@@ -101,7 +101,7 @@ function readCommand(entry: BodyLine, config: Config, user: UserConfig, services
   }
   const prepared = action.prepare ? action.prepare(args, config) : convertArgs(args, action.args);
   if (!prepared.ok) return { problem: prepared.problems.join('; ') };
-  return { command: { kind: 'action', ...entry, service: head, action: actionName, mutates: action.mutates, args: prepared.args } };
+  return { command: { kind: 'action', ...entry, service: head, action: actionName, mutates: action.mutatesWhen?.(prepared.args) ?? action.mutates, args: prepared.args } };
 }
 
 /** Validates every line of a message; the caller runs nothing unless `problems` is empty. */

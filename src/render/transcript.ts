@@ -26,6 +26,16 @@ export function renderTranscript(steps: Step[], rowsInBody: number): { text: str
     if (!step.outcome.ok) return `${head}\nERROR: ${step.outcome.error}`;
     const result = step.outcome.result;
     if (result.kind === 'text') return `${head}\n${result.text}`;
+    if (result.kind === 'files') {
+      const names = result.files.map((file) => {
+        const taken = new Set(attachments.map((a) => a.filename));
+        let filename = file.filename;
+        for (let n = 2; taken.has(filename); n++) filename = file.filename.replace(/(\.[^.]*)?$/, `-${n}$1`);
+        attachments.push({ filename, contentType: file.contentType, content: file.content });
+        return filename;
+      });
+      return `${head}\n${result.text}${names.length ? `\n(attached: ${names.join(', ')})` : ''}`;
+    }
     const { columns, rows } = result;
     const notes: string[] = [];
     if (result.note) notes.push(result.note);

@@ -1,8 +1,9 @@
 import { db } from './db';
+import { jobs } from './jobs';
 import type { Service } from './types';
 
 /**
  * Every service the agent knows. Reading this map tells you everything mailagent can do by mail;
  * it is static so the single-file bundle contains each adapter.
  */
-export const services: Record<string, Service> = { db };
+export const services: Record<string, Service> = { db, jobs };

@@ -4,7 +4,15 @@ import type { Problem } from '../config/schema-check';
 /** What an action returns; render/ turns it into reply text and attachments. */
 export type Result =
   | { kind: 'table'; columns: string[]; rows: unknown[][]; note?: string; name?: string }
-  | { kind: 'text'; text: string };
+  | { kind: 'text'; text: string }
+  /** Text in the reply plus files attached to it (e.g. the full output of a job run). */
+  | { kind: 'files'; text: string; files: ResultFile[] };
+
+export interface ResultFile {
+  filename: string;
+  contentType: string;
+  content: string | Buffer;
+}
 
 /** An argument given as `key=value` (or positionally) in a command line. */
 export type ArgSpec = QueryParam & { description: string };
@@ -14,6 +22,15 @@ export type Prepared = { ok: true; args: Record<string, unknown> } | { ok: false
 export interface ActionContext {
   config: Config;
   now: () => Date;
+  /** Address of the user the command runs for (recorded in run logs). */
+  user?: string;
+  /**
+   * Present when the agent can send a second mail later (watch). Work that outlives the reply is
+   * handed over here; its result is mailed to the same sender, threaded under the request, with
+   * the status "<title> finished" or "<title> failed". The returned promise settles once that
+   * mail is in the outbox.
+   */
+  followUp?: (title: string, work: Promise<Result>) => void | Promise<void>;
 }
 
 export interface Action {
@@ -23,7 +40,10 @@ export interface Action {
   positional?: string[];
   /** Set when the action takes further key=value arguments defined by config (named query parameters). */
   extraArgs?: string;
+  /** Whether the action changes something (then it needs the stronger evidence tier). */
   mutates: boolean;
+  /** For an action that only changes something with some arguments: decides per command line. */
+  mutatesWhen?: (args: Record<string, unknown>) => boolean;
   /** Validates and converts the arguments before anything in the message runs. */
   prepare?: (args: Record<string, string>, config: Config) => Prepared;
   run: (args: Record<string, unknown>, ctx: ActionContext) => Promise<Result>;

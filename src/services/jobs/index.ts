@@ -1,0 +1,383 @@
+import { accessSync, constants, statSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
+import { CommandError } from '../../core/errors';
+import type { Config, JobConfig, JobsServiceConfig } from '../../config/types';
+import type { Problem } from '../../config/schema-check';
+import type { RunSummary } from '../../state/jobs-store';
+import { convertArgs, describeArgs } from '../args';
+import type { Action, Prepared, Result, Service } from '../types';
+import { cronProblem, formatTime, nextFiring } from './cron';
+import { DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_SECONDS, PLACEHOLDER, jobCwd, startJob, track, type ProcessResult } from './runner';
+import { jobsStoreFor } from './stores';
+
+export { closeJobsStores } from './stores';
+
+const DEFAULT_REPLY_AFTER_SECONDS = 30;
+const TAIL_LINES_IN_REPLY = 20;
+const JOB_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** Names the commands themselves use; a job parameter cannot take them. */
+const RESERVED = new Set(['name', 'run', 'tail', 'cron', 'verb']);
+
+function section(config: Config): JobsServiceConfig {
+  const jobs = config.services.jobs;
+  if (!jobs) throw new CommandError('the jobs service is not configured');
+  return jobs;
+}
+
+const configuredJobs = (config: Config): string[] => Object.keys(config.services.jobs?.jobs ?? {});
+
+function unknownJob(config: Config, name: string): string {
+  return `no job named "${name}" (jobs: ${configuredJobs(config).join(', ') || 'none'})`;
+}
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+
+/** How a run ended, in a few words. */
+function ending(run: { status: string; exitCode?: number | null; signal?: string | null; note?: string }): string {
+  switch (run.status) {
+    case 'running':
+      return 'still running';
+    case 'ok':
+      return 'exit 0';
+    case 'failed':
+      return run.signal ? `ended by signal ${run.signal}` : `exit ${run.exitCode}`;
+    case 'timeout':
+      return `timed out (${run.note ?? 'stopped'})`;
+    default:
+      return `did not run: ${run.note ?? 'error'}`;
+  }
+}
+
+function lastLines(output: Buffer, count: number): { text: string; shown: number; total: number } {
+  const lines = output.toString('utf8').replace(/\n$/, '').split('\n');
+  if (output.length === 0) return { text: '', shown: 0, total: 0 };
+  const shown = lines.slice(-count);
+  return { text: shown.join('\n'), shown: shown.length, total: lines.length };
+}
+
+function streamBlock(label: string, output: Buffer): string {
+  const { text, shown, total } = lastLines(output, TAIL_LINES_IN_REPLY);
+  if (!total) return `${label}: (empty)`;
+  return `${label}${shown < total ? ` (last ${shown} of ${total} lines)` : ''}:\n${text}`;
+}
+
+/** The reply for a finished run; a run that did not end with exit 0 is reported as a failed command. */
+function runResult(name: string, result: ProcessResult & { id: number }, cap: number): Result {
+  const lines = [`job ${name}, run ${result.id}: ${ending(result)} after ${seconds(result.durationMs)}`];
+  if (result.status !== 'error') lines.push(streamBlock('stdout', result.stdout), streamBlock('stderr', result.stderr));
+  if (result.truncated) {
+    lines.push(`(output over ${cap} bytes per stream was cut in the middle; "jobs log run=${result.id}" attaches what was kept)`);
+  }
+  const text = lines.join('\n');
+  if (result.status !== 'ok') throw new CommandError(text);
+  return { kind: 'text', text };
+}
+
+/**
+ * Values from a mail become argv elements as they are; a value starting with "-" could still be
+ * read as an option by the job, so it needs a pattern that explicitly allows it.
+ */
+function prepareJobArgs(job: JobConfig, given: Record<string, string>): Prepared {
+  const converted = convertArgs(given, job.params ?? {});
+  const problems = converted.ok ? [] : [...converted.problems];
+  for (const [key, value] of Object.entries(given)) {
+    const spec = job.params?.[key];
+    if (!spec) continue;
+    if (value.includes('\0')) problems.push(`${key}: contains a NUL byte`);
+    if (spec.type === 'string' && !spec.pattern && value.startsWith('-')) {
+      problems.push(`${key}=${value}: a value may not start with "-" (it could be read as an option) unless the job's pattern allows it`);
+    }
+  }
+  return problems.length || !converted.ok ? { ok: false, problems } : converted;
+}
+
+const nameArg = { type: 'string', maxLength: 64, pattern: JOB_NAME.source.slice(1, -1) } as const;
+
+const list: Action = {
+  summary: 'list the jobs, their arguments, schedules and next run times',
+  args: {},
+  mutates: false,
+  run: async (_args, ctx) => {
+    const cfg = section(ctx.config);
+    const schedules = new Map((await (await jobsStoreFor(ctx.config)).listSchedules()).map((s) => [s.job, s.cron]));
+    const now = ctx.now();
+    const rows = Object.entries(cfg.jobs).map(([name, job]) => {
+      const cron = schedules.get(name);
+      return [
+        name,
+        job.description ?? '',
+        Object.keys(job.params ?? {}).join(' '),
+        `${job.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS} s`,
+        cron ?? '',
+        cron ? formatTime(nextFiring(cron, cfg.timezone, now)) : '',
+      ];
+    });
+    return { kind: 'table', columns: ['job', 'description', 'arguments', 'timeout', 'schedule', 'next run'], rows, name: 'jobs' };
+  },
+};
+
+const run: Action = {
+  summary: 'run a job now with its arguments; reports exit code, duration and the end of its output',
+  args: { name: { ...nameArg, required: true, description: 'the job (see the list below)' } },
+  positional: ['name'],
+  extraArgs: 'the job\'s arguments as key=value',
+  mutates: true,
+  prepare: (args, config) => {
+    const { name, ...given } = args;
+    if (name === undefined) return { ok: false, problems: ['missing the job name: jobs run <name> [key=value ...]'] };
+    const job = config.services.jobs?.jobs[name];
+    if (!job) return { ok: false, problems: [unknownJob(config, name)] };
+    const prepared = prepareJobArgs(job, given);
+    return prepared.ok ? { ok: true, args: { name, given, values: prepared.args } } : prepared;
+  },
+  run: async (args, ctx) => {
+    const cfg = section(ctx.config);
+    const name = String(args.name);
+    const job = cfg.jobs[name];
+    const store = await jobsStoreFor(ctx.config);
+    const started = await startJob({
+      config: ctx.config,
+      store,
+      name,
+      given: args.given as Record<string, string>,
+      values: args.values as Record<string, unknown>,
+      who: ctx.user ?? 'unknown',
+      now: ctx.now,
+    });
+    const cap = job.maxOutputBytes ?? cfg.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+    const outcome = started.done.then((result) => runResult(name, result, cap));
+    if (!ctx.followUp) return outcome;
+
+    const replyAfterMs = (cfg.replyAfterSeconds ?? DEFAULT_REPLY_AFTER_SECONDS) * 1000;
+    let timer: NodeJS.Timeout | undefined;
+    // replyAfterSeconds 0: always answer at once and mail the result later.
+    const finishedInTime =
+      replyAfterMs > 0 &&
+      (await Promise.race([outcome.then(() => true, () => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), replyAfterMs)))]));
+    clearTimeout(timer);
+    if (finishedInTime) return outcome;
+    const delivered = ctx.followUp(`job ${name} run ${started.id}`, outcome);
+    if (delivered) track(delivered);
+    return {
+      kind: 'text',
+      text: `job ${name}: started, run id ${started.id}. ${replyAfterMs > 0 ? `It is still running after ${seconds(replyAfterMs)}; the` : 'The'} result follows in a second mail.`,
+    };
+  },
+};
+
+function runsTable(runs: RunSummary[], note?: string): Result {
+  const rows = runs.map((r) => [
+    r.id,
+    r.job,
+    Object.entries(r.args).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' '),
+    r.who,
+    formatTime(r.startedAt),
+    r.endedAt !== undefined ? seconds(r.endedAt - r.startedAt) : '',
+    ending(r),
+    r.tail.split('\n').pop()!.slice(0, 120),
+  ]);
+  return { kind: 'table', columns: ['run', 'job', 'args', 'who', 'started', 'duration', 'result', 'last output line'], rows, name: 'job-runs', ...(note && { note }) };
+}
+
+const log: Action = {
+  summary: 'the run log (newest first), of one job or all; run=<id> attaches that run\'s full output',
+  args: {
+    name: { ...nameArg, description: 'only runs of this job' },
+    run: { type: 'int', min: 1, description: 'one run: its summary, with stdout and stderr attached' },
+    tail: { type: 'int', min: 1, max: 1000, default: 100, description: 'how many runs to list' },
+  },
+  positional: ['name'],
+  mutates: false,
+  prepare: (args, config) => {
+    const prepared = convertArgs(args, log.args);
+    if (!prepared.ok) return prepared;
+    if (args.name !== undefined && !config.services.jobs?.jobs[args.name]) return { ok: false, problems: [unknownJob(config, args.name)] };
+    return prepared;
+  },
+  run: async (args, ctx) => {
+    section(ctx.config);
+    const store = await jobsStoreFor(ctx.config);
+    if (args.run !== null) {
+      const id = Number(args.run);
+      const found = await store.getRun(id);
+      // A role limited to `jobs:log name=…` names the job; the run must belong to it.
+      if (!found || (args.name !== null && found.job !== args.name)) {
+        throw new CommandError(`no run ${id}${args.name !== null ? ` of job ${args.name}` : ''} in the log`);
+      }
+      const files = [
+        { filename: `run-${id}-stdout.txt`, contentType: 'text/plain; charset=utf-8', content: found.stdout },
+        { filename: `run-${id}-stderr.txt`, contentType: 'text/plain; charset=utf-8', content: found.stderr },
+      ].filter((f) => f.content.length > 0);
+      const args_ = Object.entries(found.args).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
+      const text = [
+        `run ${id} of job ${found.job}${args_ ? ` (${args_})` : ''}, by ${found.who}`,
+        `started ${formatTime(found.startedAt)}${found.endedAt !== undefined ? `, ended ${formatTime(found.endedAt)} after ${seconds(found.endedAt - found.startedAt)}` : ''}`,
+        `result: ${ending(found)}`,
+        `output: stdout ${found.stdout.length} bytes, stderr ${found.stderr.length} bytes${files.length ? '' : ' (nothing to attach)'}`,
+      ].join('\n');
+      return { kind: 'files', text, files };
+    }
+    const limit = Number(args.tail);
+    const runs = await store.listRuns({ ...(args.name !== null && { job: String(args.name) }), limit });
+    return runsTable(runs, runs.length === limit ? `newest ${limit} runs; tail=N shows more` : undefined);
+  },
+};
+
+const schedule: Action = {
+  summary: 'show schedules with their next run; "set <job> cron=…" or "clear <job>" changes one',
+  args: {
+    verb: { type: 'enum', values: ['list', 'set', 'clear'], default: 'list', description: 'list (the default), set or clear' },
+    name: { ...nameArg, description: 'the job (set, clear)' },
+    cron: { type: 'string', maxLength: 200, description: 'cron expression, e.g. "0 2 * * *" (set)' },
+  },
+  positional: ['verb', 'name'],
+  mutates: true,
+  // Listing is a read; only set and clear change what will run.
+  mutatesWhen: (args) => args.verb !== 'list',
+  prepare: (args, config) => {
+    const prepared = convertArgs(args, schedule.args);
+    if (!prepared.ok) return prepared;
+    const verb = prepared.args.verb;
+    const problems: string[] = [];
+    if (verb === 'list' && (args.name !== undefined || args.cron !== undefined)) problems.push('usage: jobs schedule | jobs schedule set <job> cron="…" | jobs schedule clear <job>');
+    if (verb === 'set' || verb === 'clear') {
+      if (args.name === undefined) problems.push(`missing the job name: jobs schedule ${verb} <job>`);
+      else if (!config.services.jobs?.jobs[args.name] && verb === 'set') problems.push(unknownJob(config, args.name));
+      else if (verb === 'set') {
+        // A schedule gives no arguments: the job's defaults must be enough.
+        const defaults = convertArgs({}, config.services.jobs!.jobs[args.name].params ?? {});
+        if (!defaults.ok) problems.push(`job ${args.name} cannot run on a schedule: it needs arguments (${defaults.problems.join('; ')})`);
+      }
+    }
+    if (verb === 'set') {
+      if (args.cron === undefined) problems.push('missing cron="…", e.g. cron="0 2 * * *"');
+      else {
+        const problem = cronProblem(args.cron, config.services.jobs?.timezone, new Date());
+        if (problem) problems.push(problem);
+      }
+    }
+    if (verb === 'clear' && args.cron !== undefined) problems.push('clear takes no cron=');
+    return problems.length ? { ok: false, problems } : prepared;
+  },
+  run: async (args, ctx) => {
+    const cfg = section(ctx.config);
+    const store = await jobsStoreFor(ctx.config);
+    const now = ctx.now();
+    const name = String(args.name);
+    if (args.verb === 'set') {
+      await store.setSchedule({ job: name, cron: String(args.cron), setBy: ctx.user ?? 'unknown', setAt: now.getTime() });
+      return { kind: 'text', text: `job ${name} is scheduled "${args.cron}"; next run ${formatTime(nextFiring(String(args.cron), cfg.timezone, now))}` };
+    }
+    if (args.verb === 'clear') {
+      const cleared = await store.clearSchedule(name);
+      return { kind: 'text', text: cleared ? `the schedule of job ${name} is cleared` : `job ${name} had no schedule (nothing changed)` };
+    }
+    const rows = (await store.listSchedules()).map((s) => [
+      s.job,
+      s.cron,
+      cfg.jobs[s.job] ? formatTime(nextFiring(s.cron, cfg.timezone, now)) : '(job no longer configured: never runs)',
+      s.setBy,
+      formatTime(s.setAt),
+    ]);
+    return { kind: 'table', columns: ['job', 'cron', 'next run', 'set by', 'set at'], rows, name: 'job-schedules', ...(cfg.timezone && { note: `cron times are in ${cfg.timezone}` }) };
+  },
+};
+
+function checkConfig(raw: unknown, path: string): Problem[] {
+  const cfg = raw as JobsServiceConfig;
+  const problems: Problem[] = [];
+  if (cfg.timezone !== undefined) {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: cfg.timezone });
+    } catch {
+      problems.push({ path: `${path}.timezone`, message: `"${cfg.timezone}" is not a known time zone (e.g. Europe/Berlin, UTC)` });
+    }
+  }
+  for (const [name, job] of Object.entries(cfg.jobs)) {
+    const at = `${path}.jobs.${name}`;
+    if (!JOB_NAME.test(name)) problems.push({ path: at, message: 'a job name is 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit' });
+    const declared = Object.keys(job.params ?? {});
+    const used = new Set<string>();
+    job.command.forEach((element, i) => {
+      for (const m of element.matchAll(PLACEHOLDER)) {
+        used.add(m[1]);
+        if (!declared.includes(m[1])) problems.push({ path: `${at}.command[${i}]`, message: `uses {${m[1]}} but params does not declare it` });
+      }
+    });
+    if (job.command[0] === '') problems.push({ path: `${at}.command[0]`, message: 'the program must not be empty' });
+    else if (new RegExp(PLACEHOLDER.source).test(job.command[0])) problems.push({ path: `${at}.command[0]`, message: 'the program itself cannot come from a mail argument' });
+    for (const [pName, p] of Object.entries(job.params ?? {})) {
+      const pAt = `${at}.params.${pName}`;
+      if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(pName)) problems.push({ path: pAt, message: 'a parameter name is letters, digits, "_" or "-"' });
+      if (RESERVED.has(pName)) problems.push({ path: pAt, message: `"${pName}" is reserved for the jobs commands: choose another name` });
+      if (!used.has(pName)) problems.push({ path: pAt, message: `is declared but the command never uses {${pName}}` });
+      if (p.type === 'enum' && !p.values) problems.push({ path: `${pAt}.values`, message: 'is required for type enum' });
+      if (p.pattern !== undefined) {
+        try {
+          new RegExp(p.pattern);
+        } catch {
+          problems.push({ path: `${pAt}.pattern`, message: 'is not a valid regular expression' });
+        }
+      }
+    }
+    for (const key of Object.keys(job.env ?? {})) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) problems.push({ path: `${at}.env.${key}`, message: 'is not a valid environment variable name' });
+    }
+  }
+  return problems;
+}
+
+/** Where the program of a job is, as spawn would find it; undefined when it is not there. */
+function findProgram(program: string, cwd: string): string | undefined {
+  const candidates = program.includes('/')
+    ? [isAbsolute(program) ? program : join(cwd, program)]
+    : (process.env.PATH || '/usr/local/bin:/usr/bin:/bin').split(delimiter).filter(Boolean).map((dir) => join(dir, program));
+  return candidates.find((file) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  });
+}
+
+export const jobs: Service = {
+  name: 'jobs',
+  summary: 'run configured batch jobs now or on a schedule; their run log and output',
+  actions: { list, run, log, schedule },
+  checkConfig,
+  helpDetails: (config) => {
+    const lines = ['Jobs:'];
+    for (const [name, job] of Object.entries(config.services.jobs?.jobs ?? {})) {
+      lines.push(`  ${name}${job.description ? ` - ${job.description}` : ''}`);
+      for (const arg of describeArgs(job.params ?? {})) lines.push(`      ${arg}`);
+    }
+    lines.push('Examples: jobs run <job> key=value · jobs log <job> tail=10 · jobs log run=17 · jobs schedule set <job> cron="0 2 * * *"');
+    return lines;
+  },
+  probe: async (config) => {
+    const cfg = section(config);
+    const problems: string[] = [];
+    for (const [name, job] of Object.entries(cfg.jobs)) {
+      const cwd = jobCwd(config, job);
+      let cwdOk = false;
+      try {
+        cwdOk = statSync(cwd).isDirectory();
+      } catch {
+        // reported below
+      }
+      if (!cwdOk) problems.push(`${name}: working directory ${cwd} does not exist`);
+      else if (!findProgram(job.command[0], cwd)) problems.push(`${name}: program ${job.command[0]} not found or not executable`);
+    }
+    let schedules = 0;
+    try {
+      schedules = (await (await jobsStoreFor(config)).listSchedules()).length;
+    } catch (err) {
+      problems.push(`run log: ${(err as Error).message}`);
+    }
+    const count = Object.keys(cfg.jobs).length;
+    const summary = `${count} job${count === 1 ? '' : 's'}, ${schedules} schedule${schedules === 1 ? '' : 's'}`;
+    return { ok: problems.length === 0, detail: problems.length ? `${summary}; ${problems.join('; ')}` : summary };
+  },
+};

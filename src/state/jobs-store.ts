@@ -1,0 +1,349 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Pool } from 'pg';
+import type { Config } from '../config/types';
+import { resolveSecret } from '../config/secrets';
+import { EXIT, UserError } from '../core/errors';
+import { openSqlite } from '../sqlite/open';
+
+/**
+ * What the jobs service remembers: schedules set by mail, the log of every run with its output,
+ * and the claims that make each scheduled firing run once even when several agents watch it.
+ * It lives beside the journal (same SQLite file, or the same PostgreSQL schema) in tables of its own.
+ */
+export type RunStatus = 'running' | 'ok' | 'failed' | 'timeout' | 'error';
+
+export interface RunStart {
+  job: string;
+  /** The arguments as given in the mail (textual). */
+  args: Record<string, string>;
+  /** Sender address, or "schedule". */
+  who: string;
+  startedAt: number;
+}
+
+export interface RunEnd {
+  endedAt: number;
+  status: RunStatus;
+  exitCode: number | null;
+  signal: string | null;
+  stdout: Buffer;
+  stderr: Buffer;
+  /** Why it did not run or how it ended, when the exit code does not say (timeout, spawn error). */
+  note?: string;
+}
+
+export interface RunSummary extends RunStart {
+  id: number;
+  status: RunStatus;
+  endedAt?: number;
+  exitCode?: number | null;
+  signal?: string | null;
+  note?: string;
+  /** The last lines of the output, for listings. */
+  tail: string;
+}
+
+export interface RunDetail extends RunSummary {
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+export interface Schedule {
+  job: string;
+  cron: string;
+  setBy: string;
+  setAt: number;
+}
+
+export interface JobsStore {
+  listSchedules(): Promise<Schedule[]>;
+  setSchedule(schedule: Schedule): Promise<void>;
+  /** False when the job had no schedule. */
+  clearSchedule(job: string): Promise<boolean>;
+  startRun(run: RunStart): Promise<number>;
+  /** Records the end of a run and keeps only the newest `keep` finished runs of that job. */
+  finishRun(id: number, end: RunEnd, keep: number): Promise<void>;
+  /** Newest first. */
+  listRuns(query: { job?: string; limit: number }): Promise<RunSummary[]>;
+  getRun(id: number): Promise<RunDetail | undefined>;
+  /** True for exactly one caller per (job, scheduledAt), across every agent sharing the store. */
+  claimFiring(job: string, scheduledAt: number, owner?: string): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+const TAIL_LINES = 10;
+/** Claims older than this are pruned; a firing cannot be due again after it. */
+const FIRING_MEMORY_MS = 7 * 86_400_000;
+
+/** The last lines of a run's output (stdout, then stderr), as text. */
+export function outputTail(stdout: Buffer, stderr: Buffer, lines = TAIL_LINES): string {
+  // Text columns (PostgreSQL) take no NUL; binary output keeps its bytes in stdout/stderr.
+  const text = (b: Buffer) => b.subarray(Math.max(0, b.length - 8192)).toString('utf8').replace(/\0/g, '\uFFFD');
+  const all = [text(stdout), text(stderr)].filter((t) => t.trim() !== '').join('\n');
+  return all.replace(/\s+$/, '').split('\n').slice(-lines).join('\n');
+}
+
+export class MemoryJobsStore implements JobsStore {
+  private schedules = new Map<string, Schedule>();
+  private runs = new Map<number, RunDetail>();
+  private firings = new Set<string>();
+  private nextId = 1;
+
+  async listSchedules() {
+    return [...this.schedules.values()].sort((a, b) => a.job.localeCompare(b.job));
+  }
+  async setSchedule(schedule: Schedule) {
+    this.schedules.set(schedule.job, { ...schedule });
+  }
+  async clearSchedule(job: string) {
+    return this.schedules.delete(job);
+  }
+  async startRun(run: RunStart) {
+    const id = this.nextId++;
+    this.runs.set(id, { ...run, id, status: 'running', tail: '', stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) });
+    return id;
+  }
+  async finishRun(id: number, end: RunEnd, keep: number) {
+    const run = this.runs.get(id);
+    if (!run) return;
+    Object.assign(run, { ...end, tail: outputTail(end.stdout, end.stderr) });
+    const finished = [...this.runs.values()].filter((r) => r.job === run.job && r.status !== 'running').sort((a, b) => b.id - a.id);
+    for (const old of finished.slice(keep)) this.runs.delete(old.id);
+  }
+  async listRuns(query: { job?: string; limit: number }) {
+    return [...this.runs.values()]
+      .filter((r) => query.job === undefined || r.job === query.job)
+      .sort((a, b) => b.id - a.id)
+      .slice(0, query.limit)
+      .map(({ stdout: _o, stderr: _e, ...summary }) => summary);
+  }
+  async getRun(id: number) {
+    return this.runs.get(id);
+  }
+  async claimFiring(job: string, scheduledAt: number) {
+    const key = `${job}\n${scheduledAt}`;
+    if (this.firings.has(key)) return false;
+    this.firings.add(key);
+    return true;
+  }
+  async close() {}
+}
+
+type Row = Record<string, any>;
+
+function summaryOf(row: Row): RunSummary {
+  return {
+    id: Number(row.id),
+    job: row.job,
+    args: JSON.parse(row.args),
+    who: row.who,
+    startedAt: Number(row.started_at),
+    status: row.status,
+    ...(row.ended_at !== null && { endedAt: Number(row.ended_at) }),
+    ...(row.status !== 'running' && { exitCode: row.exit_code, signal: row.signal }),
+    ...(row.note !== null && { note: row.note }),
+    tail: row.tail ?? '',
+  };
+}
+
+const detailOf = (row: Row): RunDetail => ({ ...summaryOf(row), stdout: row.stdout ?? Buffer.alloc(0), stderr: row.stderr ?? Buffer.alloc(0) });
+
+const SUMMARY_COLUMNS = 'id, job, args, who, started_at, ended_at, status, exit_code, signal, note, tail';
+
+const SQLITE_SCHEMA = `
+CREATE TABLE IF NOT EXISTS job_schedules (job TEXT PRIMARY KEY, cron TEXT NOT NULL, set_by TEXT NOT NULL, set_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS job_runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  job TEXT NOT NULL, args TEXT NOT NULL, who TEXT NOT NULL,
+  started_at INTEGER NOT NULL, ended_at INTEGER, status TEXT NOT NULL,
+  exit_code INTEGER, signal TEXT, note TEXT, tail TEXT, stdout BLOB, stderr BLOB
+);
+CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (job, id);
+CREATE TABLE IF NOT EXISTS job_firings (job TEXT NOT NULL, scheduled_at INTEGER NOT NULL, owner TEXT, claimed_at INTEGER NOT NULL, PRIMARY KEY (job, scheduled_at));`;
+
+/** In the state store's SQLite file (WAL, so `run` processes and the watch agent share it). */
+export class SqliteJobsStore implements JobsStore {
+  private db: ReturnType<typeof openSqlite>;
+
+  constructor(path: string) {
+    try {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      this.db = openSqlite(path, { timeout: 10_000 });
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('busy_timeout = 10000');
+      this.db.exec(SQLITE_SCHEMA);
+    } catch (err) {
+      throw new UserError(`jobs store in ${path} is not usable: ${(err as Error).message}`, EXIT.TEMPFAIL);
+    }
+  }
+
+  async listSchedules(): Promise<Schedule[]> {
+    const rows = this.db.prepare('SELECT * FROM job_schedules ORDER BY job').all() as Row[];
+    return rows.map((r) => ({ job: r.job, cron: r.cron, setBy: r.set_by, setAt: r.set_at }));
+  }
+  async setSchedule(s: Schedule) {
+    this.db
+      .prepare('INSERT INTO job_schedules (job, cron, set_by, set_at) VALUES (?, ?, ?, ?) ON CONFLICT(job) DO UPDATE SET cron = excluded.cron, set_by = excluded.set_by, set_at = excluded.set_at')
+      .run(s.job, s.cron, s.setBy, s.setAt);
+  }
+  async clearSchedule(job: string) {
+    return this.db.prepare('DELETE FROM job_schedules WHERE job = ?').run(job).changes === 1;
+  }
+  async startRun(run: RunStart) {
+    const info = this.db
+      .prepare(`INSERT INTO job_runs (job, args, who, started_at, status) VALUES (?, ?, ?, ?, 'running')`)
+      .run(run.job, JSON.stringify(run.args), run.who, run.startedAt);
+    return Number(info.lastInsertRowid);
+  }
+  async finishRun(id: number, end: RunEnd, keep: number) {
+    const finish = this.db.transaction(() => {
+      this.db
+        .prepare('UPDATE job_runs SET ended_at = ?, status = ?, exit_code = ?, signal = ?, note = ?, tail = ?, stdout = ?, stderr = ? WHERE id = ?')
+        .run(end.endedAt, end.status, end.exitCode, end.signal, end.note ?? null, outputTail(end.stdout, end.stderr), end.stdout, end.stderr, id);
+      const job = (this.db.prepare('SELECT job FROM job_runs WHERE id = ?').get(id) as Row | undefined)?.job;
+      this.db
+        .prepare(`DELETE FROM job_runs WHERE job = ? AND status <> 'running' AND id NOT IN (SELECT id FROM job_runs WHERE job = ? AND status <> 'running' ORDER BY id DESC LIMIT ?)`)
+        .run(job, job, keep);
+    });
+    finish.immediate();
+  }
+  async listRuns(query: { job?: string; limit: number }) {
+    const rows = (
+      query.job === undefined
+        ? this.db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM job_runs ORDER BY id DESC LIMIT ?`).all(query.limit)
+        : this.db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT ?`).all(query.job, query.limit)
+    ) as Row[];
+    return rows.map(summaryOf);
+  }
+  async getRun(id: number) {
+    const row = this.db.prepare('SELECT * FROM job_runs WHERE id = ?').get(id) as Row | undefined;
+    return row ? detailOf(row) : undefined;
+  }
+  async claimFiring(job: string, scheduledAt: number, owner?: string) {
+    const now = Date.now();
+    const claim = this.db.transaction(() => {
+      const won = this.db
+        .prepare('INSERT INTO job_firings (job, scheduled_at, owner, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(job, scheduledAt, owner ?? null, now).changes === 1;
+      if (won) this.db.prepare('DELETE FROM job_firings WHERE claimed_at < ?').run(now - FIRING_MEMORY_MS);
+      return won;
+    });
+    return claim.immediate();
+  }
+  async close() {
+    this.db.close();
+  }
+}
+
+const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+/** On the shared PostgreSQL server of `state.postgres`, so agents on several hosts see one log and claim firings once. */
+export class PgJobsStore implements JobsStore {
+  private constructor(
+    private pool: Pool,
+    private t: { schedules: string; runs: string; firings: string },
+  ) {}
+
+  static async open(config: Config): Promise<PgJobsStore> {
+    const settings = config.state.postgres!;
+    const url = typeof settings.url === 'string' ? settings.url : resolveSecret(settings.url, config.file, 'state.postgres.url');
+    const schema = settings.schema ?? 'public';
+    const pg = require('pg') as typeof import('pg');
+    const pool = new pg.Pool({ connectionString: url, max: 3, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 10_000, allowExitOnIdle: true, application_name: 'mailagent' });
+    pool.on('error', () => undefined); // an idle connection was lost: the next query opens another
+    const s = quoteIdent(schema);
+    const store = new PgJobsStore(pool, { schedules: `${s}.job_schedules`, runs: `${s}.job_runs`, firings: `${s}.job_firings` });
+    const client = await pool.connect().catch(async (err: Error) => {
+      await pool.end().catch(() => undefined);
+      // The URL may hold a password: name the server only by what the error says.
+      throw new UserError(`jobs store: cannot connect to the PostgreSQL state server: ${err.message}`, EXIT.TEMPFAIL);
+    });
+    try {
+      // Several agents may start at once: one creates the tables, the others wait for it.
+      await client.query('BEGIN');
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext('mailagent.jobs-store'))`);
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${store.t.schedules} (job text PRIMARY KEY, cron text NOT NULL, set_by text NOT NULL, set_at bigint NOT NULL)`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${store.t.runs} (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        job text NOT NULL, args text NOT NULL, who text NOT NULL,
+        started_at bigint NOT NULL, ended_at bigint, status text NOT NULL,
+        exit_code integer, signal text, note text, tail text, stdout bytea, stderr bytea)`);
+      await client.query(`CREATE INDEX IF NOT EXISTS job_runs_by_job ON ${store.t.runs} (job, id)`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${store.t.firings} (job text NOT NULL, scheduled_at bigint NOT NULL, owner text, claimed_at bigint NOT NULL, PRIMARY KEY (job, scheduled_at))`);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      client.release();
+      await pool.end().catch(() => undefined);
+      throw new UserError(`jobs store: cannot prepare tables in schema ${schema}: ${(err as Error).message}`, EXIT.TEMPFAIL);
+    }
+    client.release();
+    return store;
+  }
+
+  async listSchedules(): Promise<Schedule[]> {
+    const { rows } = await this.pool.query(`SELECT * FROM ${this.t.schedules} ORDER BY job`);
+    return rows.map((r: Row) => ({ job: r.job, cron: r.cron, setBy: r.set_by, setAt: Number(r.set_at) }));
+  }
+  async setSchedule(s: Schedule) {
+    await this.pool.query(
+      `INSERT INTO ${this.t.schedules} (job, cron, set_by, set_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (job) DO UPDATE SET cron = excluded.cron, set_by = excluded.set_by, set_at = excluded.set_at`,
+      [s.job, s.cron, s.setBy, s.setAt],
+    );
+  }
+  async clearSchedule(job: string) {
+    return ((await this.pool.query(`DELETE FROM ${this.t.schedules} WHERE job = $1`, [job])).rowCount ?? 0) === 1;
+  }
+  async startRun(run: RunStart) {
+    const { rows } = await this.pool.query(
+      `INSERT INTO ${this.t.runs} (job, args, who, started_at, status) VALUES ($1, $2, $3, $4, 'running') RETURNING id`,
+      [run.job, JSON.stringify(run.args), run.who, run.startedAt],
+    );
+    return Number(rows[0].id);
+  }
+  async finishRun(id: number, end: RunEnd, keep: number) {
+    const { rows } = await this.pool.query(
+      `UPDATE ${this.t.runs} SET ended_at = $1, status = $2, exit_code = $3, signal = $4, note = $5, tail = $6, stdout = $7, stderr = $8 WHERE id = $9 RETURNING job`,
+      [end.endedAt, end.status, end.exitCode, end.signal, end.note ?? null, outputTail(end.stdout, end.stderr), end.stdout, end.stderr, id],
+    );
+    if (!rows.length) return;
+    await this.pool.query(
+      `DELETE FROM ${this.t.runs} WHERE job = $1 AND status <> 'running' AND id NOT IN
+       (SELECT id FROM ${this.t.runs} WHERE job = $1 AND status <> 'running' ORDER BY id DESC LIMIT $2)`,
+      [rows[0].job, keep],
+    );
+  }
+  async listRuns(query: { job?: string; limit: number }) {
+    const { rows } =
+      query.job === undefined
+        ? await this.pool.query(`SELECT ${SUMMARY_COLUMNS} FROM ${this.t.runs} ORDER BY id DESC LIMIT $1`, [query.limit])
+        : await this.pool.query(`SELECT ${SUMMARY_COLUMNS} FROM ${this.t.runs} WHERE job = $1 ORDER BY id DESC LIMIT $2`, [query.job, query.limit]);
+    return rows.map(summaryOf);
+  }
+  async getRun(id: number) {
+    const { rows } = await this.pool.query(`SELECT * FROM ${this.t.runs} WHERE id = $1`, [id]);
+    return rows.length ? detailOf(rows[0]) : undefined;
+  }
+  async claimFiring(job: string, scheduledAt: number, owner?: string) {
+    const now = Date.now();
+    const result = await this.pool.query(
+      `INSERT INTO ${this.t.firings} (job, scheduled_at, owner, claimed_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+      [job, scheduledAt, owner ?? null, now],
+    );
+    const won = (result.rowCount ?? 0) === 1;
+    if (won) await this.pool.query(`DELETE FROM ${this.t.firings} WHERE claimed_at < $1`, [now - FIRING_MEMORY_MS]);
+    return won;
+  }
+  async close() {
+    await this.pool.end();
+  }
+}
+
+/** A new connection to the jobs tables of the configured state store; the caller closes it. */
+export async function openJobsStore(config: Config): Promise<JobsStore> {
+  if (config.state.postgres) return PgJobsStore.open(config);
+  return new SqliteJobsStore(config.state.path);
+}

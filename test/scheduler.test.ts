@@ -1,0 +1,203 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { Config } from '../src/config/types';
+import { processMessage } from '../src/core/pipeline';
+import { closeJobsStores } from '../src/services/jobs';
+import { startScheduler } from '../src/services/jobs/scheduler';
+import { openJobsStore, type JobsStore, type RunSummary } from '../src/state/jobs-store';
+import { demoConfig, mail, tempDir, testDeps } from './support/env';
+import { readReply } from './support/reply';
+
+const { dir, cleanup } = tempDir('mailagent-sched-');
+const PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
+const PG_SCHEMA = `mailagent_sched_${process.pid}_${Date.now().toString(36)}`;
+
+/** A config whose jobs append a line to a file per run; `state` moves the store to PostgreSQL. */
+function schedConfig(name: string, state?: (raw: Record<string, any>) => void): Config {
+  return demoConfig(dir, (raw) => {
+    raw.security = { evidence: { 'jobs:*': 'allowlist' } };
+    raw.services.jobs = {
+      timezone: 'UTC',
+      jobs: {
+        tick: { command: ['/bin/sh', '-c', 'echo "fired $MAILAGENT_RUN_ID" >> "$OUT"'], env: { OUT: join(dir, `${name}.out`) } },
+        slow: { command: ['/bin/sh', '-c', 'sleep 0.5; echo done'] },
+      },
+    };
+    raw.state.path = join(dir, `${name}.db`);
+    state?.(raw);
+  });
+}
+
+/** Waits (bounded) until the condition holds; the assertions that follow say what was expected. */
+async function until(condition: () => Promise<boolean>, limitMs = 10_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!(await condition()) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+}
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Agent {
+  logs: string[];
+  stop: () => Promise<void>;
+}
+
+function agents(config: Config, now: () => Date): Agent[] {
+  return ['agent-a', 'agent-b'].map((owner) => {
+    const logs: string[] = [];
+    const scheduler = startScheduler({ config, owner, now, log: (level, message) => logs.push(`${level} ${message}`), intervalMs: 20 });
+    return { logs, stop: () => scheduler.stop() };
+  });
+}
+
+const finished = (runs: RunSummary[]) => runs.filter((r) => r.status !== 'running');
+
+/**
+ * The behaviour both store kinds must show: a schedule set by mail fires once per firing with two
+ * agents, a pause that misses firings runs the job once, and stop() waits for a running job.
+ */
+async function firesExactlyOnce(config: Config, outFile: string): Promise<void> {
+  let clock = new Date('2026-11-30T01:59:00Z');
+  const now = () => clock;
+  const reply = await readReply(await processMessage(mail('jobs schedule set tick cron="0 2 * * *"'), testDeps(config)));
+  assert.match(reply.text!, 'job tick is scheduled "0 2 * * *"; next run');
+
+  const observer: JobsStore = await openJobsStore(config);
+  const running = agents(config, now);
+  try {
+    await pause(100); // several checks before the firing is due
+    assert.equal(await observer.listRuns({ limit: 10 }), []);
+
+    clock = new Date('2026-11-30T02:00:00.400Z');
+    await until(async () => finished(await observer.listRuns({ limit: 10 })).length >= 1);
+    await pause(200); // ten more checks by each agent: none may run it again
+    const runs = await observer.listRuns({ limit: 10 });
+    assert.is(runs.length, 1, JSON.stringify(runs));
+    assert.is(runs[0].who, 'schedule');
+    assert.is(runs[0].status, 'ok');
+    assert.is(readFileSync(outFile, 'utf8'), `fired ${runs[0].id}\n`);
+    const starters = running.filter((a) => a.logs.some((l) => l.startsWith('info job tick started by its schedule')));
+    assert.is(starters.length, 1);
+    const other = running.find((a) => a !== starters[0])!;
+    assert.ok(other.logs.some((l) => l.startsWith('debug firing of job tick at 2026-11-30 02:00:00 UTC taken by another agent')), other.logs.join('\n'));
+
+    // Three days without a check: the job runs once, and the gap is reported.
+    clock = new Date('2026-12-03T02:00:00.400Z');
+    await until(async () => finished(await observer.listRuns({ limit: 10 })).length >= 2);
+    await pause(200);
+    assert.is((await observer.listRuns({ limit: 10 })).length, 2);
+    assert.ok(running.some((a) => a.logs.includes('warn job tick: 2 earlier firing(s) were missed; running it once')));
+    assert.is(readFileSync(outFile, 'utf8').split('\n').filter(Boolean).length, 2);
+  } finally {
+    await Promise.all(running.map((a) => a.stop()));
+    await observer.close();
+  }
+}
+
+test('SQLite: a schedule set by mail fires exactly once per firing with two agents on one state file', async () => {
+  const config = schedConfig('sqlite');
+  await firesExactlyOnce(config, join(dir, 'sqlite.out'));
+});
+
+test('a schedule of a job removed from the config is skipped with one warning; the loop keeps going', async () => {
+  const config = schedConfig('removed');
+  const store = await openJobsStore(config);
+  await store.setSchedule({ job: 'gone', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
+  await store.setSchedule({ job: 'tick', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
+  let clock = new Date('2026-11-30T10:00:30Z');
+  const logs: string[] = [];
+  const scheduler = startScheduler({ config, owner: 'solo', now: () => clock, log: (level, message) => logs.push(`${level} ${message}`), intervalMs: 20 });
+  try {
+    await pause(100);
+    clock = new Date('2026-11-30T10:01:30Z');
+    await until(async () => finished(await store.listRuns({ limit: 10 })).length >= 1);
+    assert.equal(logs.filter((l) => l.includes('gone')), ['warn schedule of job gone ignored: the job is not in the config']);
+    assert.is((await store.listRuns({ limit: 10 }))[0].job, 'tick');
+  } finally {
+    await scheduler.stop();
+    await store.close();
+  }
+});
+
+test('stop() waits for a job the scheduler started', async () => {
+  const config = schedConfig('stop');
+  const store = await openJobsStore(config);
+  await store.setSchedule({ job: 'slow', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
+  let clock = new Date('2026-11-30T10:00:59Z');
+  const scheduler = startScheduler({ config, owner: 'solo', now: () => clock, log: () => undefined, intervalMs: 20 });
+  try {
+    clock = new Date('2026-11-30T10:01:00.100Z');
+    await until(async () => (await store.listRuns({ limit: 1 })).length === 1);
+    assert.is((await store.listRuns({ limit: 1 }))[0].status, 'running');
+  } finally {
+    await scheduler.stop();
+  }
+  const [run] = await store.listRuns({ limit: 1 });
+  assert.is(run.status, 'ok');
+  assert.is(run.tail, 'done');
+  await store.close();
+});
+
+async function postgresReachable(): Promise<boolean> {
+  const { Client } = require('pg') as typeof import('pg');
+  const client = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function dropSchema(): Promise<void> {
+  const { Client } = require('pg') as typeof import('pg');
+  const client = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
+  try {
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS "${PG_SCHEMA}" CASCADE`);
+  } catch {
+    // unreachable: nothing was created
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+test('PostgreSQL: two agents sharing the state server fire each firing once; the run log keeps output bytes', async () => {
+  if (!(await postgresReachable())) {
+    if (process.env.CI) assert.unreachable(`PostgreSQL at ${PG_URL} is required in CI`);
+    console.log(`  (PostgreSQL at ${PG_URL} unreachable: PostgreSQL scheduler test skipped)`);
+    return;
+  }
+  const config = schedConfig('pg', (raw) => (raw.state.postgres = { url: PG_URL, schema: PG_SCHEMA }));
+  await firesExactlyOnce(config, join(dir, 'pg.out'));
+
+  const a = await openJobsStore(config);
+  const b = await openJobsStore(config);
+  try {
+    // Many agents racing for one firing: one wins.
+    const claims = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).claimFiring('race', 1234, `agent-${i}`)));
+    assert.is(claims.filter(Boolean).length, 1);
+    const bytes = Buffer.from([0, 1, 2, 255, 10, 0xe2, 0x82]);
+    const id = await a.startRun({ job: 'tick', args: { x: 'y' }, who: 'ops@example.com', startedAt: 5 });
+    await a.finishRun(id, { endedAt: 9, status: 'failed', exitCode: 2, signal: null, stdout: bytes, stderr: Buffer.from('bad\n'), note: 'n' }, 10);
+    const run = await b.getRun(id);
+    assert.equal(run!.stdout, bytes);
+    assert.equal({ ...run!, stdout: undefined }, {
+      id, job: 'tick', args: { x: 'y' }, who: 'ops@example.com', startedAt: 5, endedAt: 9, status: 'failed', exitCode: 2, signal: null, note: 'n',
+      tail: run!.tail, stdout: undefined, stderr: Buffer.from('bad\n'),
+    });
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test.after(async () => {
+  await closeJobsStores();
+  await dropSchema();
+  cleanup();
+  assert.not.ok(existsSync(dir));
+});
+test.run();
