@@ -39,6 +39,11 @@ test('replying to a reply does not pile up status suffixes', async () => {
   assert.is(reply.subject, 'Re: weekly check — processed (1 ok, 0 failed)');
 });
 
+test('answering a confirmation request does not repeat its status either', async () => {
+  const reply = await readReply(await processMessage(mail('status', { Subject: 'Re: weekly check — confirmation needed' }), testDeps(config)));
+  assert.is(reply.subject, 'Re: weekly check — processed (1 ok, 0 failed)');
+});
+
 test('more than 40 rows: the body shows the first 40 and a CSV attachment holds all', async () => {
   const reply = await readReply(await processMessage(mail('db query name=all_tickets'), testDeps(config)));
   assert.match(reply.text!, '(60 rows: the first 40 are shown, all of them are in query-all_tickets.csv)');

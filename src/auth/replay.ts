@@ -2,6 +2,20 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../config/types';
 import type { IncomingMail } from '../mail/parse';
 
+/**
+ * Fields a message carries at most once (RFC 5322 3.6, RFC 2045). A DKIM verifier checks the
+ * bottom-most copy, while a parser may read the top one: a copy prepended to a captured, signed
+ * message would give it a new identity, a fresh Date or another meaning without breaking the
+ * signature.
+ */
+const SINGLE_FIELDS = ['date', 'message-id', 'subject', 'content-type', 'content-transfer-encoding'];
+
+/** Names the first field that occurs more than once, if any. */
+export function repeatedField(mail: IncomingMail): string | undefined {
+  const name = SINGLE_FIELDS.find((f) => mail.header(f).length > 1);
+  return name && `${mail.header(name).length} ${name} header fields (possible replay)`;
+}
+
 /** Why the message's Date puts it outside the accepted window, if it does. */
 export function dateProblem(mail: IncomingMail, now: Date, config: Config): string | undefined {
   if (!mail.date) return 'no valid Date header';
@@ -11,8 +25,15 @@ export function dateProblem(mail: IncomingMail, now: Date, config: Config): stri
   return undefined;
 }
 
+/** Drops trailing spaces and tabs in linear time (a /[ \t]+$/ regex is quadratic on a long run of blanks). */
+function trimBlanks(line: string): string {
+  let end = line.length;
+  while (end > 0 && (line[end - 1] === ' ' || line[end - 1] === '\t')) end--;
+  return line.slice(0, end);
+}
+
 /** Hash of the body text with line ends and trailing blanks normalised. */
 export function bodyHash(mail: IncomingMail): string {
-  const canonical = mail.body.replace(/\r\n?/g, '\n').replace(/[ \t]+$/gm, '').trimEnd();
+  const canonical = mail.body.replace(/\r\n?/g, '\n').split('\n').map(trimBlanks).join('\n').trimEnd();
   return createHash('sha256').update(`${mail.subject}\n${canonical}`).digest('hex');
 }

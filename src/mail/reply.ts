@@ -20,7 +20,8 @@ export interface ReplyContent {
 }
 
 /** The status a previous reply appended, so a reply to a reply does not grow a chain of them. */
-const OUR_STATUS = /\s+—\s+(processed|not processed|no command found|outcome unknown)\b[^—]*$/;
+// (?<!\s): the match starts at the first space of a run, so a long run of spaces is linear, not quadratic.
+const OUR_STATUS = /(?<!\s)\s+—\s+(processed|not processed|no command found|outcome unknown|confirmation needed)\b[^—]*$/;
 
 function replySubject(original: string, status: string): string {
   const base = original.trim().replace(OUR_STATUS, '') || '(no subject)';
