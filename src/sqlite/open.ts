@@ -34,6 +34,24 @@ export function openSqlite(file: string, options?: BetterSqlite3.Options): Bette
   return new Database(file, { ...options, nativeBinding } as unknown as BetterSqlite3.Options);
 }
 
+/**
+ * A state file shared by processes (`run` from the MTA, the watch agent): private folder, WAL so
+ * readers do not block the writer, waits up to 10 s for a lock, then `prepare` sets up the schema.
+ * Any failure is a temporary one (exit 75: the MTA keeps the message).
+ */
+export function openStateFile(path: string, what: string, prepare: (db: BetterSqlite3.Database) => void): BetterSqlite3.Database {
+  try {
+    fs.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    const db = openSqlite(path, { timeout: 10_000 });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    prepare(db);
+    return db;
+  } catch (err) {
+    throw new UserError(`${what} ${path} is not usable: ${(err as Error).message}`, EXIT.TEMPFAIL);
+  }
+}
+
 /** SQLite library version, e.g. "3.50.4". */
 export function sqliteVersion(): string {
   if (cachedVersion === undefined) {

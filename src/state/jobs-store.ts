@@ -1,10 +1,8 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { Pool } from 'pg';
 import type { Config } from '../config/types';
 import { resolveSecret } from '../config/secrets';
 import { EXIT, UserError } from '../core/errors';
-import { openSqlite } from '../sqlite/open';
+import { openStateFile, type openSqlite } from '../sqlite/open';
 
 /**
  * What the jobs service remembers: schedules set by mail, the log of every run with its output,
@@ -167,15 +165,7 @@ export class SqliteJobsStore implements JobsStore {
   private db: ReturnType<typeof openSqlite>;
 
   constructor(path: string) {
-    try {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      this.db = openSqlite(path, { timeout: 10_000 });
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('busy_timeout = 10000');
-      this.db.exec(SQLITE_SCHEMA);
-    } catch (err) {
-      throw new UserError(`jobs store in ${path} is not usable: ${(err as Error).message}`, EXIT.TEMPFAIL);
-    }
+    this.db = openStateFile(path, 'jobs store in', (db) => db.exec(SQLITE_SCHEMA));
   }
 
   async listSchedules(): Promise<Schedule[]> {

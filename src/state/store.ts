@@ -1,7 +1,4 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { EXIT, UserError } from '../core/errors';
-import { openSqlite } from '../sqlite/open';
+import { openStateFile, type openSqlite } from '../sqlite/open';
 
 /**
  * Everything the agent must remember between messages, in one store:
@@ -207,19 +204,13 @@ export class SqliteStore implements StateStore {
   private db: ReturnType<typeof openSqlite>;
 
   constructor(path: string) {
-    try {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      this.db = openSqlite(path, { timeout: 10_000 });
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
-      this.db.exec(SCHEMA_TABLES);
+    this.db = openStateFile(path, 'state store', (db) => {
+      db.exec(SCHEMA_TABLES);
       // Journals written by an earlier version lack the outbox columns.
-      const columns = new Set((this.db.pragma('table_info(journal)') as { name: string }[]).map((c) => c.name));
-      for (const [name, type] of OUTBOX_COLUMNS) if (!columns.has(name)) this.db.exec(`ALTER TABLE journal ADD COLUMN ${name} ${type}`);
-      this.db.exec(SCHEMA_INDEXES);
-    } catch (err) {
-      throw new UserError(`state store ${path} is not usable: ${(err as Error).message}`, EXIT.TEMPFAIL);
-    }
+      const columns = new Set((db.pragma('table_info(journal)') as { name: string }[]).map((c) => c.name));
+      for (const [name, type] of OUTBOX_COLUMNS) if (!columns.has(name)) db.exec(`ALTER TABLE journal ADD COLUMN ${name} ${type}`);
+      db.exec(SCHEMA_INDEXES);
+    });
   }
 
   async get(key: string): Promise<JournalEntry | undefined> {
