@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert';
 import { simpleParser } from 'mailparser';
 import { ROOT, exampleConfigObject, mail, tempDir } from './support/env';
 import { closedPort, startSmtpSink } from './support/smtp-sink';
+import { SqliteStore } from '../src/state/store';
 
 // These tests run the built binary, as an MTA or procmail would.
 const BINARY = join(ROOT, 'dist', 'mailagent');
@@ -143,23 +144,37 @@ test('run sends the reply over SMTP: the server receives exactly the --print byt
   }
 });
 
-test('SMTP down: exit 75 so the MTA retries; the retry sends the stored reply without re-running', async () => {
+test('SMTP down: exit 0, the reply waits in the outbox; the next run sends it, and a retry of the message runs nothing', async () => {
   const port = await closedPort();
   const config = writeConfig('down.json', (raw) => (raw.smtp = { host: '127.0.0.1', port, timeoutSeconds: 5 }));
   const message = mail('db tables', { 'Message-ID': '<down-1@example.com>' });
   const first = run(['run', '--config', config], message);
-  assert.is(first.status, 75);
-  assert.match(first.stderr, 'could not send the reply');
+  assert.is(first.status, 0, first.stderr);
+  assert.match(first.stderr, 'could not send the reply now');
+  assert.match(first.stderr, 'waits in the outbox');
   const audit = () => readFileSync(join(dir, 'audit.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l));
   assert.is(audit().filter((a) => a.messageId === '<down-1@example.com>' && a.decision === 'executed').length, 1);
+  const state = new SqliteStore(join(dir, 'state.db'));
+  try {
+    assert.is((await state.get('mid:<down-1@example.com>'))!.state, 'reply-pending');
+  } finally {
+    await state.close();
+  }
 
   const sink = await startSmtpSink();
   try {
     const up = writeConfig('down.json', (raw) => (raw.smtp = { host: '127.0.0.1', port: sink.port }));
-    const second = await runAsync(['run', '--config', up], message);
+    // Another message: its run sends its own reply and the one left in the outbox.
+    const second = await runAsync(['run', '--config', up], mail('db tables', { 'Message-ID': '<down-2@example.com>' }));
     assert.is(second.status, 0, second.stderr);
-    assert.is(sink.received.length, 1);
-    assert.equal(audit().filter((a) => a.messageId === '<down-1@example.com>').map((a) => a.decision), ['executed', 'resent']);
+    assert.is(second.stderr, '');
+    const threads = (await Promise.all(sink.received.map((m) => simpleParser(m.raw)))).map((r) => r.inReplyTo).sort();
+    assert.equal(threads, ['<down-1@example.com>', '<down-2@example.com>']);
+    // The MTA delivers the first message again: already answered, nothing runs, nothing is sent.
+    const retry = await runAsync(['run', '--config', up], message);
+    assert.is(retry.status, 0, retry.stderr);
+    assert.is(sink.received.length, 2);
+    assert.equal(audit().filter((a) => a.messageId === '<down-1@example.com>').map((a) => a.decision), ['executed', 'duplicate']);
   } finally {
     await sink.close();
   }

@@ -1,9 +1,12 @@
 import { loadConfig } from '../config/load';
 import { EXIT, UserError } from '../core/errors';
 import { processMessage } from '../core/pipeline';
-import { sendReply } from '../mail/smtp';
+import { Outbox, outboxLeaseMs } from '../mail/outbox';
+import { createSmtpSender } from '../mail/smtp';
+import type { Config } from '../config/types';
 import { fileAudit } from '../state/audit';
-import { MemoryStore, SqliteStore, type StateStore } from '../state/store';
+import { openStateStore } from '../state/open';
+import { MemoryStore, type StateStore } from '../state/store';
 import { closeDatabases } from '../services/db';
 
 async function readStdin(): Promise<Buffer> {
@@ -11,6 +14,23 @@ async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
+}
+
+/**
+ * Sends the due replies of the outbox (this message's and any left by earlier runs), within the
+ * SMTP timeout. Returns why this message's reply is still waiting, or undefined once it was sent.
+ */
+async function sendFromOutbox(config: Config, store: StateStore, key: string): Promise<string | undefined> {
+  const sender = createSmtpSender(config, { pooled: true, maxConnections: 2 });
+  // No backoff here: this process will not try again, the next one to look should.
+  const outbox = new Outbox({ store, sender: () => sender, intervalMs: 0, retryDelay: () => 0, leaseMs: outboxLeaseMs(config) });
+  try {
+    await outbox.drain(Date.now() + (config.smtp!.timeoutSeconds ?? 30) * 1000 + 1000);
+  } finally {
+    sender.close();
+  }
+  if ((await store.get(key))?.state === 'replied') return undefined;
+  return outbox.counters.lastError ?? 'another agent is sending it';
 }
 
 /**
@@ -25,7 +45,7 @@ export async function handler(argv: { config?: string; print?: boolean; sender?:
   const raw = await readStdin();
   if (raw.length === 0) throw new UserError('stdin was empty: expected one RFC 822 message', EXIT.USAGE);
 
-  const store: StateStore = argv.print ? new MemoryStore() : new SqliteStore(config.state.path);
+  const store: StateStore = argv.print ? new MemoryStore() : await openStateStore(config);
   try {
     const outcome = await processMessage(raw, {
       config,
@@ -40,13 +60,12 @@ export async function handler(argv: { config?: string; print?: boolean; sender?:
       process.stdout.write(outcome.reply.raw);
       return EXIT.OK;
     }
-    try {
-      await sendReply(config, outcome.reply);
-    } catch (err) {
-      // The reply stays in the journal; the MTA's retry sends it without running anything again.
-      throw new UserError(`could not send the reply: ${(err as Error).message}`, EXIT.TEMPFAIL);
+    // The reply is in the outbox (journal state reply-pending): send it, and whatever else is due.
+    const waiting = await sendFromOutbox(config, store, outcome.key);
+    if (waiting) {
+      // Not a reason for the MTA to retry: the reply is kept, and the next `run` or `watch` sends it.
+      process.stderr.write(`mailagent: warning: could not send the reply now (${waiting}); it waits in the outbox and the next run or watch sends it\n`);
     }
-    await store.markReplied(outcome.key);
     return EXIT.OK;
   } finally {
     await closeDatabases(); // database pools opened by the commands

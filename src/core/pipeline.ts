@@ -6,7 +6,7 @@ import { challengeText, findToken, newToken } from '../auth/confirm';
 import { hasDkimEvidence, type DnsResolver } from '../auth/dkim';
 import { automaticReason } from '../auth/loops';
 import { acceptsConfirmation, baseline, describeEvidence, requiredFor, satisfies, strictest, type Achieved } from '../auth/policy';
-import { bodyHash, dateProblem } from '../auth/replay';
+import { bodyHash, dateProblem, repeatedField } from '../auth/replay';
 import { knownSender } from '../auth/senders';
 import { OTP_LINE, checkTotp, type TotpResult } from '../auth/totp';
 import { parseMail, type IncomingMail } from '../mail/parse';
@@ -14,13 +14,14 @@ import { composeReply } from '../mail/reply';
 import { renderHelp } from '../render/help';
 import { renderTranscript, type Attachment, type Step } from '../render/transcript';
 import { services as builtinServices } from '../services/registry';
+import type { ActionContext } from '../services/types';
 import type { AuditRecord, AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { CommandError } from './errors';
 import { requestLines, type BodyLine } from './lines';
 import type { Outcome } from './outcome';
 import { configuredServices, readRequest, type Command, type Registry } from './request';
-import { statusText } from './status';
+import { statusText, type AgentStatus } from './status';
 
 export interface PipelineDeps {
   config: Config;
@@ -35,6 +36,15 @@ export interface PipelineDeps {
   dnsResolver?: DnsResolver;
   /** Where internal errors are reported (stack traces never go into replies). */
   logError?: (message: string, err: unknown) => void;
+  /**
+   * Set by `watch`, which sends the outbox later: work still running when the reply is due (a
+   * long job) is answered in a second mail, queued in the outbox when it ends.
+   */
+  followUps?: boolean;
+  /** Set by `watch`: connection state and counters for the `status` command. */
+  agentStatus?: () => AgentStatus;
+  /** Stop after authorization: the reply lists what would run, nothing is executed. */
+  dryRun?: boolean;
 }
 
 type Decision = 'executed' | 'rejected' | 'help' | 'confirm-requested';
@@ -54,19 +64,53 @@ const CONFIRM_LINE = /^confirm=/i;
 
 const registry = (deps: PipelineDeps): Registry => deps.services ?? builtinServices;
 
-async function runCommand(command: Command, deps: PipelineDeps, user: UserConfig): Promise<Step> {
+/** The message a command came from, so that work outliving the reply can be answered in a second mail. */
+interface Origin {
+  mail: IncomingMail;
+  key: string;
+  sender: string;
+}
+
+function internalError(deps: PipelineDeps, where: string, err: unknown): string {
+  const id = createHash('sha256').update(`${Date.now()}${Math.random()}`).digest('hex').slice(0, 8);
+  deps.logError?.(`internal error ${id} in "${where}"`, err);
+  return `internal error (reference ${id}); the administrator can find it in the agent's log`;
+}
+
+/** Queues the result of handed-over work as a reply threaded under the request ("Re: … — job x run 3 finished"). */
+function followUpFor(command: Command, deps: PipelineDeps, origin: Origin | undefined): ActionContext['followUp'] {
+  if (!deps.followUps || !origin) return undefined;
+  return async (title, work) => {
+    const outcome: Step['outcome'] = await work.then(
+      (result) => ({ ok: true as const, result }),
+      (err) => ({ ok: false as const, error: err instanceof CommandError ? err.message : internalError(deps, command.text, err) }),
+    );
+    try {
+      const { text, attachments } = renderTranscript([{ text: command.text, outcome }], deps.config.limits.tableRowsInBody);
+      const now = deps.now();
+      const status = `${title} ${outcome.ok ? 'finished' : 'failed'}`;
+      const message = await composeReply(deps.config, origin.mail, { to: origin.sender, status, text, attachments }, now);
+      const followKey = `${origin.key}#${title}`;
+      await deps.store.begin(followKey, { messageId: origin.mail.messageId, sender: origin.sender, bodyHash: 'follow-up', mutates: false });
+      await deps.store.saveReply(followKey, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw });
+      await deps.store.recordEvent('reply', origin.sender.toLowerCase(), now.getTime());
+    } catch (err) {
+      deps.logError?.(`could not queue the follow-up mail for "${command.text}"`, err);
+    }
+  };
+}
+
+async function runCommand(command: Command, deps: PipelineDeps, user: UserConfig, origin?: Origin): Promise<Step> {
   const text = (t: string): Step => ({ text: command.text, outcome: { ok: true, result: { kind: 'text', text: t } } });
   if (command.kind === 'help') return text(renderHelp(registry(deps), deps.config, user, command.service));
-  if (command.kind === 'status') return text(await statusText(deps.config, deps.store, user));
+  if (command.kind === 'status') return text(await statusText(deps.config, deps.store, user, deps.agentStatus?.()));
   const action = registry(deps)[command.service].actions[command.action];
   try {
-    const result = await action.run(command.args, { config: deps.config, now: deps.now });
+    const result = await action.run(command.args, { config: deps.config, now: deps.now, user: user.address, followUp: followUpFor(command, deps, origin) });
     return { text: command.text, outcome: { ok: true, result } };
   } catch (err) {
-    if (err instanceof CommandError) return { text: command.text, outcome: { ok: false, error: err.message } };
-    const id = createHash('sha256').update(`${Date.now()}${Math.random()}`).digest('hex').slice(0, 8);
-    deps.logError?.(`internal error ${id} in "${command.service} ${command.action}"`, err);
-    return { text: command.text, outcome: { ok: false, error: `internal error (reference ${id}); the administrator can find it in the agent's log` } };
+    const error = err instanceof CommandError ? err.message : internalError(deps, `${command.service} ${command.action}`, err);
+    return { text: command.text, outcome: { ok: false, error } };
   }
 }
 
@@ -121,7 +165,7 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   if (automatic) return drop(automatic);
   const { user, reason } = knownSender(mail, config);
   if (!user) return drop(reason!);
-  const stale = dateProblem(mail, now, config);
+  const stale = repeatedField(mail) ?? dateProblem(mail, now, config);
   if (stale) return drop(stale);
 
   const sender = mail.from[0].address;
@@ -238,13 +282,18 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
       `Nothing was run. These commands need ${describeEvidence(required)}:\n\n${needing.map((c) => `  ${c}`).join('\n')}\n`);
   }
 
+  if (deps.dryRun) {
+    const list = request.commands.map((c) => `  ${c.text}`).join('\n');
+    audit({ ...base, decision: 'executed', reason: 'dry run: nothing executed' });
+    return reply('executed', `dry run (${request.commands.length} would run)`, `Dry run: authorized, nothing was executed. These commands would run:\n\n${list}\n`);
+  }
   const mutates = request.commands.some((c) => c.kind === 'action' && c.mutates);
   await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates });
   const steps: Step[] = [];
   const timings: number[] = [];
   for (const command of request.commands) {
     const started = performance.now();
-    steps.push(await runCommand(command, deps, user));
+    steps.push(await runCommand(command, deps, user, { mail, key, sender }));
     timings.push(Math.round(performance.now() - started));
   }
   const failed = steps.filter((s) => !s.outcome.ok).length;

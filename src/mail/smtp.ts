@@ -1,13 +1,18 @@
-import type { Config } from '../config/types';
+import type { Config, SmtpConfig } from '../config/types';
 import { resolveSecret } from '../config/secrets';
 import type { ReplyMessage } from './reply';
 
-/** Hands a composed reply to the configured SMTP server, byte for byte. */
-export async function sendReply(config: Config, reply: ReplyMessage): Promise<void> {
-  const smtp = config.smtp!;
-  const nodemailer = require('nodemailer') as typeof import('nodemailer');
+type Envelope = { from: string; to: string[] };
+
+/** Something that hands replies to an SMTP server; `close` ends its connections. */
+export interface SmtpSender {
+  send(envelope: Envelope, raw: Buffer): Promise<void>;
+  close(): void;
+}
+
+function transportOptions(config: Config, smtp: SmtpConfig) {
   const timeout = (smtp.timeoutSeconds ?? 30) * 1000;
-  const transport = nodemailer.createTransport({
+  return {
     host: smtp.host,
     port: smtp.port ?? (smtp.secure ? 465 : 25),
     secure: smtp.secure ?? false,
@@ -17,10 +22,34 @@ export async function sendReply(config: Config, reply: ReplyMessage): Promise<vo
     connectionTimeout: timeout,
     greetingTimeout: timeout,
     socketTimeout: timeout,
-  });
+  };
+}
+
+/**
+ * A sender for the configured SMTP server. `pooled` keeps up to `maxConnections` connections open
+ * between messages (the outbox of a long-running agent); otherwise each send opens its own.
+ */
+export function createSmtpSender(config: Config, options: { pooled?: boolean; maxConnections?: number } = {}): SmtpSender {
+  if (!config.smtp) throw new Error('smtp is not configured');
+  const nodemailer = require('nodemailer') as typeof import('nodemailer');
+  const base = transportOptions(config, config.smtp);
+  const transport = options.pooled
+    ? nodemailer.createTransport({ ...base, pool: true, maxConnections: options.maxConnections ?? 4, maxMessages: 1000 })
+    : nodemailer.createTransport(base);
+  return {
+    async send(envelope, raw) {
+      await transport.sendMail({ envelope, raw });
+    },
+    close: () => transport.close(),
+  };
+}
+
+/** Hands a composed reply to the configured SMTP server, byte for byte. */
+export async function sendReply(config: Config, reply: ReplyMessage): Promise<void> {
+  const sender = createSmtpSender(config);
   try {
-    await transport.sendMail({ envelope: reply.envelope, raw: reply.raw });
+    await sender.send(reply.envelope, reply.raw);
   } finally {
-    transport.close();
+    sender.close();
   }
 }

@@ -1,0 +1,215 @@
+import type { ImapFlow } from 'imapflow';
+import type { Config, ImapConfig } from '../config/types';
+import { resolveSecret } from '../config/secrets';
+import type { Logger } from '../core/log';
+
+/** The folders a request travels through: arrives in inbox → processing → processed | rejected. */
+export interface Folders {
+  inbox: string;
+  processing: string;
+  processed: string;
+  rejected: string;
+}
+
+export function foldersOf(imap: ImapConfig): Folders {
+  return {
+    inbox: imap.mailbox ?? 'INBOX',
+    processing: imap.folders?.processing ?? 'Processing',
+    processed: imap.folders?.processed ?? 'Processed',
+    rejected: imap.folders?.rejected ?? 'Rejected',
+  };
+}
+
+export interface ImapSourceEvents {
+  /** New mail may be in the inbox (EXISTS while it is selected). */
+  onMail: () => void;
+  /** The connection is gone; the source is not usable any more. */
+  onClose: () => void;
+  /** For `status`: what the server last said. */
+  onEvent: (what: string) => void;
+}
+
+/** Ask the server for IDLE again before the 29 minutes after which RFC 2177 lets it drop us. */
+const IDLE_RESTART_MS = 25 * 60_000;
+/** How long the connection must be quiet before IDLE starts: imapflow's 15 s default delays new mail. */
+const AUTO_IDLE_DELAY_MS = 50;
+
+/**
+ * One IMAP connection (imapflow) to the agent's mailbox. The agent runs one command sequence at a
+ * time on it; between sequences the inbox is selected and imapflow keeps it in IDLE (or, in poll
+ * mode, quiet: the agent's own timer scans it).
+ */
+export class ImapSource {
+  readonly folders: Folders;
+  /** Seconds between scans when the server is polled instead of IDLE; 0 = IDLE. */
+  readonly pollSeconds: number;
+  /** UIDVALIDITY of the inbox when it was last selected. */
+  inboxValidity: bigint | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly client: ImapFlow,
+    folders: Folders,
+    pollSeconds: number,
+    private readonly log: Logger,
+  ) {
+    this.folders = folders;
+    this.pollSeconds = pollSeconds;
+  }
+
+  /** Connects, logs in, creates missing folders and selects the inbox. */
+  static async connect(config: Config, log: Logger, events: ImapSourceEvents): Promise<ImapSource> {
+    const imap = config.imap!;
+    const { ImapFlow } = require('imapflow') as typeof import('imapflow');
+    const poll = (imap.pollSeconds ?? 0) > 0;
+    const quiet = (entry: Record<string, unknown>) => log.debug('imap', { ...entry, msg: undefined, message: entry.msg });
+    const client = new ImapFlow({
+      host: imap.host,
+      port: imap.port ?? (imap.secure ? 993 : 143),
+      secure: imap.secure ?? false,
+      tls: { rejectUnauthorized: imap.rejectUnauthorized ?? true },
+      auth: { user: imap.user, pass: imap.password ? resolveSecret(imap.password, config.file, 'imap.password') : '' },
+      logger: { debug: () => {}, info: () => {}, warn: quiet, error: quiet },
+      autoIdleDelay: AUTO_IDLE_DELAY_MS,
+      maxIdleTime: IDLE_RESTART_MS,
+      disableAutoIdle: poll,
+      connectionTimeout: 15_000,
+      greetingTimeout: 10_000,
+      socketTimeout: 5 * 60_000,
+    });
+    const folders = foldersOf(imap);
+    let source: ImapSource | undefined;
+    client.on('error', (err: Error) => {
+      log.debug('imap connection error', { err });
+      events.onEvent(`error: ${err.message}`);
+    });
+    client.on('close', () => {
+      events.onEvent('connection closed');
+      if (source && !source.closed) {
+        source.closed = true;
+        events.onClose();
+      }
+    });
+    client.on('exists', (data: { path: string; count: number; prevCount: number }) => {
+      events.onEvent(`${data.path}: ${data.count} messages`);
+      if (data.path === folders.inbox && data.count > 0) events.onMail();
+    });
+    try {
+      await client.connect();
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    // Without IDLE on the server, poll every 30 s unless the config says otherwise.
+    const pollSeconds = poll ? imap.pollSeconds! : client.capabilities.has('IDLE') ? 0 : 30;
+    source = new ImapSource(client, folders, pollSeconds, log);
+    try {
+      await source.ensureFolders();
+      await source.selectInbox();
+    } catch (err) {
+      await source.close();
+      throw err;
+    }
+    events.onEvent('connected');
+    return source;
+  }
+
+  get usable(): boolean {
+    return !this.closed && this.client.usable;
+  }
+
+  private async ensureFolders(): Promise<void> {
+    const existing = new Set((await this.client.list()).map((m) => m.path));
+    for (const folder of [this.folders.processing, this.folders.processed, this.folders.rejected]) {
+      if (existing.has(folder)) continue;
+      const created = await this.client.mailboxCreate(folder);
+      if (created.created) this.log.info('created folder', { folder });
+    }
+  }
+
+  /** Selects the inbox (where the agent idles between work) and notes a UIDVALIDITY change. */
+  async selectInbox(): Promise<void> {
+    await this.select(this.folders.inbox);
+  }
+
+  private async select(path: string): Promise<void> {
+    const current = this.client.mailbox;
+    if (current && current.path === path) return;
+    const box = await this.client.mailboxOpen(path);
+    if (path === this.folders.inbox) {
+      if (this.inboxValidity !== undefined && this.inboxValidity !== box.uidValidity) {
+        // UIDs start over; the agent rescans everything and the journal keeps it from answering twice.
+        this.log.warn('inbox UIDVALIDITY changed: rescanning', { previous: this.inboxValidity, now: box.uidValidity });
+      }
+      this.inboxValidity = box.uidValidity;
+    }
+  }
+
+  /** Every UID in a folder, ascending. */
+  async listUids(path: string): Promise<number[]> {
+    await this.select(path);
+    // No shortcut on the cached message count: when polling, only a command makes the server tell.
+    const uids = await this.client.search({ all: true }, { uid: true });
+    return (uids || []).sort((a, b) => a - b);
+  }
+
+  /**
+   * Claims messages by moving them from the inbox into the processing folder (atomic on the server:
+   * when agents share the mailbox, each message is moved by one of them). Returns, for each UID this
+   * agent moved, its UID in the processing folder; a message another agent took is absent. Without
+   * UIDPLUS the new UIDs are unknown: 'unknown' then, and the caller scans the processing folder.
+   */
+  async claim(uids: number[]): Promise<Map<number, number> | 'unknown'> {
+    if (uids.length === 0) return new Map();
+    await this.select(this.folders.inbox);
+    const result = await this.client.messageMove(uids, this.folders.processing, { uid: true });
+    if (!this.client.capabilities.has('UIDPLUS')) return 'unknown';
+    return result && result.uidMap ? result.uidMap : new Map();
+  }
+
+  /** Raw RFC 822 bytes of messages in a folder, by UID (a message that vanished is absent). */
+  async fetchSources(path: string, uids: number[]): Promise<Map<number, Buffer>> {
+    const out = new Map<number, Buffer>();
+    if (uids.length === 0) return out;
+    await this.select(path);
+    for (const message of await this.client.fetchAll(uids, { uid: true, source: true }, { uid: true })) {
+      if (message.source) out.set(message.uid, message.source);
+    }
+    return out;
+  }
+
+  /** Moves messages between folders; false when the server refused (they stay where they are). */
+  async move(uids: number[], from: string, to: string): Promise<boolean> {
+    if (uids.length === 0) return true;
+    await this.select(from);
+    return (await this.client.messageMove(uids, to, { uid: true })) !== false;
+  }
+
+  /** Deletes messages from a folder (flag \\Deleted and expunge them). */
+  async remove(uids: number[], from: string): Promise<boolean> {
+    if (uids.length === 0) return true;
+    await this.select(from);
+    return await this.client.messageDelete(uids, { uid: true });
+  }
+
+  async noop(): Promise<void> {
+    await this.client.noop();
+  }
+
+  /** Logs out politely when it can, within a second; drops the connection otherwise. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.client.usable) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.client.logout().catch(() => undefined), new Promise((r) => (timer = setTimeout(r, 1000)))]);
+      clearTimeout(timer);
+    }
+    this.client.close();
+  }
+}
+
+/** True when an error from connect() means the login itself was refused. */
+export function authenticationFailed(err: unknown): boolean {
+  return Boolean((err as { authenticationFailed?: boolean })?.authenticationFailed);
+}
