@@ -288,7 +288,8 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
     return reply('executed', `dry run (${request.commands.length} would run)`, `Dry run: authorized, nothing was executed. These commands would run:\n\n${list}\n`);
   }
   const mutates = request.commands.some((c) => c.kind === 'action' && c.mutates);
-  await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates });
+  // The entry already says executing, read-only: only a change must be recorded before it runs.
+  if (mutates) await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates });
   const steps: Step[] = [];
   const timings: number[] = [];
   for (const command of request.commands) {
