@@ -8,6 +8,7 @@ import { fileAudit } from '../state/audit';
 import { openStateStore } from '../state/open';
 import { MemoryStore, type StateStore } from '../state/store';
 import { closeDatabases } from '../services/db';
+import { closeJobsStores } from '../services/jobs/stores';
 
 async function readStdin(): Promise<Buffer> {
   if (process.stdin.isTTY) throw new UserError('run reads one message from stdin', EXIT.USAGE, 'mailagent run < message.eml');
@@ -68,7 +69,9 @@ export async function handler(argv: { config?: string; print?: boolean; sender?:
     }
     return EXIT.OK;
   } finally {
-    await closeDatabases(); // database pools opened by the commands
+    // Pools and files opened by the commands.
+    await closeDatabases();
+    await closeJobsStores();
     await store.close();
   }
 }

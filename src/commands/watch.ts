@@ -5,6 +5,7 @@ import type { Config } from '../config/types';
 import { EXIT, UserError } from '../core/errors';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../core/log';
 import { closeDatabases } from '../services/db';
+import { closeJobsStores } from '../services/jobs/stores';
 import { openStateStore } from '../state/open';
 import { MemoryStore, type StateStore } from '../state/store';
 import { Agent } from '../watch/agent';
@@ -85,6 +86,7 @@ export async function handler(argv: WatchArgs): Promise<number> {
     process.off('SIGHUP', onReload);
     await scheduler?.stop();
     await closeDatabases();
+    await closeJobsStores();
     await store.close();
     identity?.retire();
     log.info('stopped', { handled: agent.status().messagesHandled });

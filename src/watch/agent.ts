@@ -403,8 +403,15 @@ export class Agent {
 
   private async shutdown(): Promise<void> {
     this.setState('stopping');
+    const deadline = Date.now() + this.drainMs;
+    if (this.config.services.jobs) {
+      // Jobs that outlived their reply send their result in a follow-up mail: let them end first.
+      const { drainJobs } = require('../services/jobs/runner') as typeof import('../services/jobs/runner');
+      if (!(await drainJobs(Math.max(0, deadline - Date.now())))) {
+        this.log.warn('jobs still running at shutdown: they go on, but their end is neither recorded nor mailed');
+      }
+    }
     if (this.outbox) {
-      const deadline = Date.now() + this.drainMs;
       await this.outbox.stop(deadline);
       const left = await this.outbox.drain(deadline);
       if (left) this.log.warn('replies still waiting in the outbox; the next agent sends them', { count: left });
