@@ -126,6 +126,154 @@ const noLocaleFilesPlugin = {
   },
 };
 
+/** `require(id)` run on first use of `.default`: a drop-in for `__importDefault(require(id))`. */
+const lazyDefault = (id) =>
+  `{ get default() { const m = require(${JSON.stringify(id)}); return m && m.__esModule ? m.default : m; } }`;
+
+/**
+ * Start-up of `run`: parsing one plain-text mail needs mailparser, libmime and nodemailer's MIME
+ * composer, but at module load they also build what only rare input uses: linkify-it compiles
+ * its URL patterns for the full TLD list (~7 ms; we parse with skipTextLinks), html-to-text loads
+ * htmlparser2, entities and selderee (~12 ms; only for HTML without a plain part), libmime builds
+ * iconv-lite's GBK table just to learn which decoder class double-byte codecs share (~6 ms) and
+ * loads encoding-japanese (only for ISO-2022-JP / EUC-JP / JIS), and nodemailer loads its HTTP
+ * client (http, https, tls, zlib) for attachments given by URL, which our replies never have.
+ * Each of these becomes a `require()` on first use. The patches replace exact snippets in the
+ * copies these very imports resolve to, and fail the build when a snippet or file is not found:
+ * a new dependency version must be re-checked, not silently left eager.
+ */
+function lazyDependencyPatches() {
+  const fromRoot = (id) => requireFromRoot.resolve(id);
+  const mailparserDir = dirname(fromRoot('mailparser'));
+  const libmimeDir = dirname(createRequire(join(mailparserDir, 'index.js')).resolve('libmime'));
+  const nodemailerDir = dirname(dirname(fromRoot('nodemailer/lib/mail-composer')));
+  return [
+    {
+      file: join(mailparserDir, 'mail-parser.js'),
+      replace: [
+        ['const html_to_text_1 = require("html-to-text");', 'const html_to_text_1 = { get htmlToText() { return require("html-to-text").htmlToText; } };'],
+        ['const linkify_it_1 = __importDefault(require("linkify-it"));', `const linkify_it_1 = ${lazyDefault('linkify-it')};`],
+        ['const tlds_cjs_1 = __importDefault(require("./tlds.cjs"));', `const tlds_cjs_1 = ${lazyDefault('./tlds.cjs')};`],
+        // Configuration calls are recorded and replayed on the real instance at its first use.
+        ['const linkify = (0, linkify_it_1.default)();\nlinkify\n    .tlds(tlds_cjs_1.default)',
+          'const linkify = __lazyInstance(() => (0, linkify_it_1.default)(), ["tlds", "add", "set"]);\nlinkify\n    .tlds(() => tlds_cjs_1.default)'],
+      ],
+      append: `
+        function __lazyInstance(create, setters) {
+          let real;
+          const calls = [];
+          const proxy = new Proxy({}, {
+            get(_target, key) {
+              if (!real && setters.includes(key)) {
+                return (...args) => (calls.push([key, args]), proxy);
+              }
+              if (!real) {
+                real = create();
+                // A function argument to tlds() is the list itself, read only now.
+                for (const [k, args] of calls) real[k](...args.map((a) => (k === "tlds" && typeof a === "function" ? a() : a)));
+              }
+              const value = real[key];
+              return typeof value === "function" ? value.bind(real) : value;
+            },
+          });
+          return proxy;
+        }`,
+    },
+    {
+      // iconv-lite's codec tables are needed only for a charset other than UTF-8/ASCII.
+      file: join(libmimeDir, 'charset.js'),
+      replace: [
+        ['const encoding_japanese_1 = __importDefault(require("encoding-japanese"));', `const encoding_japanese_1 = ${lazyDefault('encoding-japanese')};`],
+        ["const UNSUPPORTED_CODECS = new Set(['utf7', 'utf7imap', 'base64', 'hex'].map(name => iconv_lite_1.default.getCodec(name)));",
+          "let unsupportedCodecs;\nconst UNSUPPORTED_CODECS = { has: (codec) => (unsupportedCodecs ??= new Set(['utf7', 'utf7imap', 'base64', 'hex'].map(name => iconv_lite_1.default.getCodec(name)))).has(codec) };"],
+        ["const DBCS_DECODER = iconv_lite_1.default.getCodec('gbk').decoder;\n", ''],
+        ['if (codec.decoder === DBCS_DECODER) {', 'if (codec.decoder === __dbcsDecoder()) {'],
+        ["const BYTE_ORDER_GUESSING = new Map([\n    [iconv_lite_1.default.getCodec('utf-16'), 200],\n    [iconv_lite_1.default.getCodec('utf-32'), 400]\n]);",
+          "let byteOrderGuessing;\nconst BYTE_ORDER_GUESSING = { get: (codec) => (byteOrderGuessing ??= new Map([\n    [iconv_lite_1.default.getCodec('utf-16'), 200],\n    [iconv_lite_1.default.getCodec('utf-32'), 400]\n])).get(codec) };"],
+      ],
+      // Every double-byte codec's decoder is DBCSCodec.prototype.decoder: read it from the class
+      // (getCodec() has loaded iconv-lite's encodings by the time this runs) instead of building GBK.
+      append: `
+        function __dbcsDecoder() {
+          const encodings = iconv_lite_1.default.encodings;
+          return typeof encodings?._dbcs === 'function' ? encodings._dbcs.prototype.decoder : iconv_lite_1.default.getCodec('gbk').decoder;
+        }`,
+    },
+    {
+      // The MIME type table is for attachment names only.
+      file: join(libmimeDir, 'libmime.js'),
+      replace: [['const mimetypes = __importStar(require("./mimetypes.js"));',
+        'const mimetypes = { get list() { return require("./mimetypes.js").list; }, get extensions() { return require("./mimetypes.js").extensions; } };']],
+    },
+    {
+      file: join(nodemailerDir, 'mime-node', 'index.js'),
+      replace: [['const index_js_2 = __importDefault(require("../fetch/index.js"));', `const index_js_2 = ${lazyDefault('../fetch/index.js')};`]],
+    },
+    {
+      file: join(nodemailerDir, 'shared', 'index.js'),
+      replace: [
+        ['const index_js_1 = __importDefault(require("../fetch/index.js"));', `const index_js_1 = ${lazyDefault('../fetch/index.js')};`],
+        ['const node_dns_1 = __importDefault(require("node:dns"));', `const node_dns_1 = ${lazyDefault('node:dns')};`], // SMTP host resolution
+      ],
+    },
+    {
+      // The MIME type table is for attachment names only.
+      file: join(nodemailerDir, 'mime-funcs', 'index.js'),
+      replace: [['const mimeTypes = __importStar(require("./mime-types.js"));',
+        'const mimeTypes = { get detectExtension() { return require("./mime-types.js").detectExtension; }, get detectMimeType() { return require("./mime-types.js").detectMimeType; } };']],
+    },
+  ];
+}
+
+/** The directory of the package that owns `file` (dist/cjs/package.json only sets a "type"). */
+function packageRoot(file) {
+  for (let dir = dirname(file); dir !== dirname(dir); dir = dirname(dir)) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest) && JSON.parse(readFileSync(manifest, 'utf8')).name) return dir;
+  }
+  throw new BuildError(`no package.json above ${file}`);
+}
+
+const lazyDependenciesPlugin = {
+  name: 'lazy-dependencies',
+  setup(b) {
+    const patches = new Map(lazyDependencyPatches().map((p) => [p.file, { ...p, root: `${packageRoot(p.file)}/` }]));
+    const applied = new Set();
+    const bundledRoots = new Set();
+    b.onStart(() => {
+      applied.clear();
+      bundledRoots.clear();
+    });
+    b.onLoad({ filter: /\.js$/ }, (args) => {
+      const patch = patches.get(args.path);
+      if (!patch) {
+        for (const p of patches.values()) if (args.path.startsWith(p.root)) bundledRoots.add(p.root);
+        return undefined;
+      }
+      let contents = readFileSync(args.path, 'utf8');
+      for (const [from, to] of patch.replace) {
+        const at = contents.indexOf(from);
+        if (at < 0 || contents.indexOf(from, at + 1) >= 0) {
+          return { errors: [{ text: `lazy-dependencies: ${at < 0 ? 'not found' : 'found twice'} in ${relative(ROOT, args.path)}: ${from.split('\n')[0]}` }] };
+        }
+        contents = contents.slice(0, at) + to + contents.slice(at + from.length);
+      }
+      applied.add(args.path);
+      return { contents: contents + (patch.append ?? ''), loader: 'js' };
+    });
+    b.onEnd((result) => {
+      if (result.errors.length) return undefined;
+      // An entry that does not use the package at all (a smoke-test build) needs no patch.
+      const missing = [...patches.values()].filter((p) => bundledRoots.has(p.root) && !applied.has(p.file)).map((p) => p.file);
+      if (missing.length) {
+        const text = `lazy-dependencies: never bundled, patch not applied: ${missing.map((f) => relative(ROOT, f)).join(', ')}`;
+        console.error(text); // esbuild does not print errors returned from onEnd
+        return { errors: [{ text }] };
+      }
+    });
+  },
+};
+
 function findSqliteAddon() {
   const pkgDir = dirname(requireFromRoot.resolve('better-sqlite3/package.json'));
   const addon = join(pkgDir, 'build', 'Release', 'better_sqlite3.node');
@@ -192,7 +340,7 @@ export async function build({
       __SQLITE_ADDON_SHA256__: JSON.stringify(addonSha256), // names the extracted copy (src/sqlite/open.ts)
     },
     banner: { js: BANNER },
-    plugins: [noBindingsPlugin, lazyStringWidthPlugin, noLocaleFilesPlugin],
+    plugins: [noBindingsPlugin, lazyStringWidthPlugin, noLocaleFilesPlugin, lazyDependenciesPlugin],
     minify,
     legalComments: 'none',
     lineLimit: 400, // minified, yet an uncaught error's source excerpt stays one short line

@@ -2,7 +2,10 @@
 // Start-up report for the single executable: median wall time of dist/mailagent against a bare
 // `node -e 0`. A report, not a test: exits 0 whatever the numbers (1 only if there is no binary).
 //
-//   node bench/startup.mjs [--keep-env] [MAIL]      MAIL defaults to examples/01-help.eml
+//   node bench/startup.mjs [--keep-env] [--rounds N] [MAIL]      MAIL defaults to examples/01-help.eml
+//
+// --rounds N repeats the whole measurement N times (the machine may be shared and noisy): the
+// ratio is then the median of the rounds' ratios, and the range column shows their spread.
 //
 // The children run without NODE_EXTRA_CA_CERTS and NODE_OPTIONS unless --keep-env: a CA bundle in
 // NODE_EXTRA_CA_CERTS is parsed at every node start (~40 ms for a distribution bundle), which
@@ -26,7 +29,13 @@ if (!existsSync(BIN)) {
 
 const argv = process.argv.slice(2);
 const keepEnv = argv.includes('--keep-env');
-const mailArg = argv.find((a) => !a.startsWith('--'));
+const roundsAt = argv.indexOf('--rounds');
+const ROUNDS = roundsAt >= 0 ? Number(argv[roundsAt + 1]) : 1;
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
+  console.error('bench: --rounds needs a whole number ≥ 1');
+  process.exit(1);
+}
+const mailArg = argv.find((a, i) => !a.startsWith('--') && argv[i - 1] !== '--rounds');
 const mail = resolve(mailArg ?? join(ROOT, 'examples', '01-help.eml'));
 const DISTORTING = ['NODE_EXTRA_CA_CERTS', 'NODE_OPTIONS'];
 const removed = keepEnv ? [] : DISTORTING.filter((k) => process.env[k] !== undefined);
@@ -101,21 +110,29 @@ const cases = [
   },
 ];
 
-const results = measureAll(cases);
-const base = results[0].ms;
-const rows = [['command', 'median ms', 'ratio', 'goal', 'result']];
+/** Each round measures every case; a case that fails once counts as failed. */
+const rounds = Array.from({ length: ROUNDS }, () => measureAll(cases));
+const results = cases.map((c, i) => {
+  const all = rounds.map((round) => round[i]);
+  const bad = all.find((r) => r.ms === undefined);
+  if (bad) return bad;
+  const ratios = rounds.map((round) => (round[0].ms ? round[i].ms / round[0].ms : NaN));
+  return { ...all[0], ms: median(all.map((r) => r.ms)), ratio: median(ratios), low: Math.min(...ratios), high: Math.max(...ratios) };
+});
+const rows = [['command', 'median ms', 'ratio', ...(ROUNDS > 1 ? ['range'] : []), 'goal', 'result']];
 for (const r of results) {
+  const range = (text) => (ROUNDS > 1 ? [text] : []);
   if (r.ms === undefined) {
-    rows.push([r.label, '-', '-', r.goal ? `≤ ${r.goal}×` : '', r.skipped ?? `FAIL (${r.failed})`]);
+    rows.push([r.label, '-', '-', ...range('-'), r.goal ? `≤ ${r.goal}×` : '', r.skipped ?? `FAIL (${r.failed})`]);
     continue;
   }
-  const ratio = base ? r.ms / base : NaN;
   rows.push([
     r.label,
     r.ms.toFixed(1),
-    r === results[0] ? '1.00×' : `${ratio.toFixed(2)}×`,
+    r === results[0] ? '1.00×' : `${r.ratio.toFixed(2)}×`,
+    ...range(r === results[0] ? '' : `${r.low.toFixed(2)}–${r.high.toFixed(2)}×`),
     r.goal ? `≤ ${r.goal}×` : '',
-    r.goal ? (ratio <= r.goal ? 'PASS' : 'MISS') : '',
+    r.goal ? (r.ratio <= r.goal ? 'PASS' : 'MISS') : '',
   ]);
 }
 const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
@@ -124,7 +141,9 @@ const line = (row) =>
     .map((cell, i) => (i === 1 || i === 2 ? cell.padStart(widths[i]) : cell.padEnd(widths[i])))
     .join('  ')
     .trimEnd();
-console.log(`startup, median of ${RUNS} interleaved runs after ${WARMUPS} warm-ups (node ${process.version})`);
+console.log(
+  `startup, median of ${RUNS} interleaved runs after ${WARMUPS} warm-ups${ROUNDS > 1 ? `, ${ROUNDS} rounds` : ''} (node ${process.version})`,
+);
 console.log(line(rows[0]));
 console.log(widths.map((w) => '-'.repeat(w)).join('  '));
 for (const row of rows.slice(1)) console.log(line(row));

@@ -1,4 +1,3 @@
-import yargs from 'yargs/yargs';
 import type { Argv } from 'yargs';
 import { EXIT, UserError } from './core/errors';
 import { VERSION } from './version';
@@ -75,7 +74,46 @@ function printError(err: unknown, debug: boolean): number {
   return EXIT.TEMPFAIL;
 }
 
+async function runHandler(entry: CommandEntry, args: Record<string, unknown>): Promise<number> {
+  try {
+    return await entry.load().handler(args);
+  } catch (err) {
+    return printError(err, Boolean(args.debug));
+  }
+}
+
+const PLAIN_RUN_FLAGS: Record<string, 'boolean' | 'string'> = { '--print': 'boolean', '--debug': 'boolean', '--config': 'string', '--sender': 'string' };
+
+/**
+ * `run` starts once per mail (MTA pipe, procmail), so its everyday forms (`run --print --config
+ * FILE --sender ADDR`, each flag at most once, values as separate words not starting with "-")
+ * are read here without loading yargs, ~10 ms of start-up. Anything else, help and usage errors
+ * included, returns undefined and goes through yargs as before.
+ */
+function plainRunArgs(argv: string[]): Record<string, unknown> | undefined {
+  if (argv[0] !== 'run') return undefined;
+  const args: Record<string, unknown> = { _: ['run'] };
+  for (let i = 1; i < argv.length; i++) {
+    const type = Object.hasOwn(PLAIN_RUN_FLAGS, argv[i]) ? PLAIN_RUN_FLAGS[argv[i]] : undefined;
+    const key = argv[i].slice(2);
+    if (!type || key in args) return undefined;
+    if (type === 'boolean') {
+      args[key] = true;
+      continue;
+    }
+    const value = argv[++i];
+    if (value === undefined || value.startsWith('-')) return undefined;
+    args[key] = value;
+  }
+  return args;
+}
+
 export async function main(argv: string[]): Promise<number> {
+  const plainRun = plainRunArgs(argv);
+  if (plainRun) return runHandler(commands.find((c) => c.command === 'run')!, plainRun);
+
+  // Loaded here, not imported at the top: the bundle would initialize it at start-up.
+  const { default: yargs } = await import('yargs/yargs');
   let exitCode: number = EXIT.OK;
   const cli = yargs(argv)
     .scriptName('mailagent')
@@ -93,11 +131,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   for (const entry of commands) {
     cli.command(entry.command, entry.describe, entry.flags, async (args) => {
-      try {
-        exitCode = await entry.load().handler(args as Record<string, unknown>);
-      } catch (err) {
-        exitCode = printError(err, Boolean(args.debug));
-      }
+      exitCode = await runHandler(entry, args as Record<string, unknown>);
     });
   }
   await cli.parseAsync();
