@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import type { Config } from '../config/types';
 import { resolveSecret } from '../config/secrets';
 import { EXIT, UserError } from '../core/errors';
-import type { JournalEntry, JournalState, OutboxEntry, OutboxStats, PendingConfirmation, RateEvent, StateStore, StoredReply } from './store';
+import { journalEntryFromRow, type JournalEntry, type JournalState, type OutboxEntry, type OutboxStats, type PendingConfirmation, type RateEvent, type StateStore, type StoredReply } from './store';
 
 /**
  * The state store on a PostgreSQL server, so that agents on several hosts share one journal,
@@ -188,16 +188,7 @@ export class PgStore implements StateStore {
 
   async get(key: string): Promise<JournalEntry | undefined> {
     const { rows } = await this.query(`SELECT * FROM ${this.s}.mailagent_journal WHERE key = $1`, [key]);
-    const row = rows[0];
-    if (!row) return undefined;
-    return {
-      key,
-      state: row.state,
-      sender: row.sender,
-      bodyHash: row.body_hash,
-      mutates: row.mutates,
-      reply: row.reply_raw ? { messageId: row.reply_id, from: row.reply_from, to: row.reply_to, raw: row.reply_raw } : undefined,
-    };
+    return rows[0] && journalEntryFromRow(rows[0]);
   }
 
   async begin(key: string, info: { messageId?: string; sender: string; bodyHash: string; mutates: boolean }) {

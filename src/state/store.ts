@@ -88,6 +88,19 @@ export interface StateStore {
   close(): Promise<void>;
 }
 
+/** A journal row of either SQL store: SQLite keeps mutates as 0/1 and reply_to as JSON text, PostgreSQL as boolean and jsonb. */
+export function journalEntryFromRow(row: Record<string, any>): JournalEntry {
+  const to = typeof row.reply_to === 'string' ? JSON.parse(row.reply_to) : row.reply_to;
+  return {
+    key: row.key,
+    state: row.state,
+    sender: row.sender,
+    bodyHash: row.body_hash,
+    mutates: row.mutates === true || row.mutates === 1,
+    reply: row.reply_raw ? { messageId: row.reply_id, from: row.reply_from, to, raw: row.reply_raw } : undefined,
+  };
+}
+
 const emptyCounts = (): Record<JournalState, number> => ({ executing: 0, 'reply-pending': 0, replied: 0 });
 
 export class MemoryStore implements StateStore {
@@ -215,15 +228,7 @@ export class SqliteStore implements StateStore {
 
   async get(key: string): Promise<JournalEntry | undefined> {
     const row = this.db.prepare('SELECT * FROM journal WHERE key = ?').get(key) as Record<string, any> | undefined;
-    if (!row) return undefined;
-    return {
-      key,
-      state: row.state,
-      sender: row.sender,
-      bodyHash: row.body_hash,
-      mutates: row.mutates === 1,
-      reply: row.reply_raw ? { messageId: row.reply_id, from: row.reply_from, to: JSON.parse(row.reply_to), raw: row.reply_raw } : undefined,
-    };
+    return row && journalEntryFromRow(row);
   }
 
   async begin(key: string, info: { messageId?: string; sender: string; bodyHash: string; mutates: boolean }) {
