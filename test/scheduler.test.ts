@@ -119,6 +119,27 @@ test('a schedule of a job removed from the config is skipped with one warning; t
   }
 });
 
+test('a schedule set just after a firing time first fires at the next one, as its reply said', async () => {
+  const config = schedConfig('late-set');
+  const store = await openJobsStore(config);
+  // The scheduler last looked at 01:59:59.9; the schedule is set at 02:00:00.5, after 02:00 passed.
+  let clock = new Date('2026-11-30T01:59:59.900Z');
+  const scheduler = startScheduler({ config, owner: 'solo', now: () => clock, log: () => undefined, intervalMs: 20 });
+  try {
+    await pause(60);
+    await store.setSchedule({ job: 'tick', cron: '0 2 * * *', setBy: 'ops@example.com', setAt: Date.parse('2026-11-30T02:00:00.500Z') });
+    clock = new Date('2026-11-30T02:00:01Z');
+    await pause(150); // several checks: 02:00 of this day must not run
+    assert.equal(await store.listRuns({ limit: 10 }), []);
+    clock = new Date('2026-12-01T02:00:00.300Z');
+    await until(async () => finished(await store.listRuns({ limit: 10 })).length >= 1);
+    assert.is((await store.listRuns({ limit: 10 })).length, 1);
+  } finally {
+    await scheduler.stop();
+    await store.close();
+  }
+});
+
 test('stop() waits for a job the scheduler started', async () => {
   const config = schedConfig('stop');
   const store = await openJobsStore(config);

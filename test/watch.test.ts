@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SqliteStore } from '../src/state/store';
-import { ROOT, exampleConfigObject, mail, tempDir } from './support/env';
+import { dumpLogs, killAgents, startAgentProcess, type AgentProcess } from './support/agent-process';
+import { exampleConfigObject, mail, tempDir } from './support/env';
 import { appendMail, fetchAll, folderCounts, sendMail, sendMails, waitForCount, type FetchedMail } from './support/imap';
 import { startMailStack, type MailStack } from './support/mailstack';
 
@@ -12,7 +12,6 @@ import { startMailStack, type MailStack } from './support/mailstack';
 // Postfix to agent@example.com, replies come back through Postfix to ops@example.com and are read
 // over IMAP. Crashes, server restarts and outages are real ones (kill -9, daemons stopped).
 const test = suite('watch');
-const BINARY = join(ROOT, 'dist', 'mailagent');
 const PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const AGENT_FOLDERS = ['INBOX', 'Processing', 'Processed', 'Rejected'];
 const QUERY = 'db query name=tickets_by_priority priority=1';
@@ -21,25 +20,6 @@ let stack: MailStack;
 let work: { dir: string; cleanup: () => void };
 const agents = new Set<AgentProcess>();
 
-interface LogLine {
-  /** When the test received the line (ms since epoch). */
-  at: number;
-  line: Record<string, any>;
-}
-
-interface AgentProcess {
-  child: ChildProcess;
-  logs: LogLine[];
-  waitFor(what: (line: Record<string, any>) => boolean, opts?: { timeoutMs?: number; from?: number }): Promise<LogLine>;
-  count(what: (line: Record<string, any>) => boolean): number;
-  exit: Promise<number | null>;
-}
-
-// A test process that dies must not leave agents behind (the mail stack has its own safety net).
-process.on('exit', () => {
-  for (const a of agents) a.child.kill('SIGKILL');
-});
-
 test.before.each(async () => {
   work = tempDir('mailagent-watch-');
   require('../examples/demo-db.mjs').createDemoDatabase(join(work.dir, 'demo.db'));
@@ -47,10 +27,7 @@ test.before.each(async () => {
 });
 
 test.after.each(async () => {
-  for (const a of [...agents]) {
-    a.child.kill('SIGKILL');
-    await a.exit;
-  }
+  await killAgents();
   await stack?.stop();
   work?.cleanup();
 });
@@ -75,65 +52,10 @@ function writeConfig(name: string, tweak: (raw: Record<string, any>) => void = (
 }
 
 function startAgent(config: string): AgentProcess {
-  const child = spawn(BINARY, ['watch', '--config', config], {
-    cwd: work.dir,
-    env: { PATH: process.env.PATH!, HOME: work.dir, MAILAGENT_IMAP_PASSWORD: stack.users.agent.password },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const logs: LogLine[] = [];
-  const waiters = new Set<() => void>();
-  let buffered = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
-    const at = Date.now();
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const text = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      let line: Record<string, any>;
-      try {
-        line = JSON.parse(text);
-      } catch {
-        line = { msg: 'not json', text };
-      }
-      logs.push({ at, line });
-    }
-    for (const w of [...waiters]) w();
-  });
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => {
-    for (const w of [...waiters]) w();
-    resolve(code);
-  }));
-  const agent: AgentProcess = {
-    child,
-    logs,
-    exit,
-    count: (what) => logs.filter((l) => what(l.line)).length,
-    waitFor: (what, { timeoutMs = 20_000, from = 0 } = {}) =>
-      new Promise<LogLine>((resolve, reject) => {
-        const finish = (err?: Error, hit?: LogLine) => {
-          waiters.delete(check);
-          clearTimeout(timer);
-          if (err) reject(err);
-          else resolve(hit!);
-        };
-        const check = () => {
-          const hit = logs.slice(from).find((l) => what(l.line));
-          if (hit) finish(undefined, hit);
-          else if (child.exitCode !== null || child.signalCode !== null) finish(new Error(`agent exited (${child.exitCode ?? child.signalCode}); log:\n${dump(logs)}`));
-        };
-        const timer = setTimeout(() => finish(new Error(`timed out after ${timeoutMs} ms; log tail:\n${dump(logs.slice(-30))}`)), timeoutMs);
-        waiters.add(check);
-        check();
-      }),
-  };
+  const agent = startAgentProcess({ config, cwd: work.dir, env: { HOME: work.dir, MAILAGENT_IMAP_PASSWORD: stack.users.agent.password } });
   agents.add(agent);
-  exit.then(() => agents.delete(agent));
+  agent.exit.then(() => agents.delete(agent));
   return agent;
-}
-
-function dump(logs: LogLine[]): string {
-  return logs.map((l) => JSON.stringify(l.line)).join('\n');
 }
 
 const handledKey = (id: string) => (l: Record<string, any>) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`;
@@ -189,7 +111,7 @@ async function settledReplies(n: number, timeoutMs: number, outboxDepth: () => P
     // Say where the missing replies are: still in the outbox, in Postfix, or nowhere.
     const trouble = [...agents].flatMap((a) => a.logs.filter((l) => l.line.level !== 'info' && l.line.level !== 'debug'));
     throw new Error(`${(err as Error).message}; outbox depth ${await outboxDepth().catch((e) => e.message)}, `
-      + `Postfix queue ${stack.postfixQueueSize()}; agents' warnings and errors:\n${dump(trouble.slice(-20))}`);
+      + `Postfix queue ${stack.postfixQueueSize()}; agents' warnings and errors:\n${dumpLogs(trouble.slice(-20))}`);
   }
   await until('the outbox to empty', async () => (await outboxDepth()) === 0, 20_000);
   await until('the Postfix queue to empty', () => stack.postfixQueueSize() === 0, 10_000);

@@ -71,9 +71,13 @@ export function startScheduler(opts: {
         warnOnce(`gone:${schedule.job}`, `schedule of job ${schedule.job} ignored: the job is not in the config`, { job: schedule.job });
         continue;
       }
+      // Only firings after the schedule was set: the reply to "set" announced the first one after
+      // that moment, and a check window that began earlier must not run one before it. A setAt
+      // ahead of this clock (another host's clock) cannot be trusted as a bound, so it is ignored.
+      const from = schedule.setAt > since.getTime() && schedule.setAt <= current.getTime() ? new Date(schedule.setAt) : since;
       let due: Date | undefined;
       let missed = 0;
-      for (let next = nextFiring(schedule.cron, section.timezone, since); next && next <= current && missed < MAX_MISSED; next = nextFiring(schedule.cron, section.timezone, next)) {
+      for (let next = nextFiring(schedule.cron, section.timezone, from); next && next <= current && missed < MAX_MISSED; next = nextFiring(schedule.cron, section.timezone, next)) {
         if (due) missed++;
         due = next;
       }
