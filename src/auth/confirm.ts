@@ -18,7 +18,7 @@ export function findToken(body: string): string | undefined {
 
 export function challengeText(token: string, commands: string[], minutes: number): string {
   return [
-    'These commands change something and need a confirmation:',
+    'Your request changes something, so it runs only once you confirm it. It holds:',
     '',
     ...commands.map((c) => `  ${c}`),
     '',
