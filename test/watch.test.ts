@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -100,18 +100,33 @@ function assertOneReplyEach(ids: string[], replies: FetchedMail[], resends = 0):
   assert.is(replies.length, ids.length + doubled.length);
 }
 
+/** Postfix's delivery lines (status=sent/deferred/bounced), for a failure message. */
+function postfixDeliveries(): string[] {
+  try {
+    return readFileSync(join(stack.dir, 'postfix.log'), 'utf8').split('\n').filter((l) => l.includes(' status='));
+  } catch {
+    return ['(no postfix.log)'];
+  }
+}
+
 /**
  * Waits until `n` replies are in ops' INBOX and nothing more is on its way (the agents' outbox and
  * the Postfix queue are empty), so that a duplicate would be seen too.
  */
 async function settledReplies(n: number, timeoutMs: number, outboxDepth: () => Promise<number>): Promise<FetchedMail[]> {
+  // A reply Postfix deferred (Dovecot was down when it came) is retried now, not at its next
+  // queue run: these tests are about the agent, not Postfix's retry timers.
+  const flusher = setInterval(() => void stack.flushQueue(), 2000);
   try {
     await waitForCount(stack, 'ops', n, { timeoutMs, intervalMs: 250 });
   } catch (err) {
     // Say where the missing replies are: still in the outbox, in Postfix, or nowhere.
     const trouble = [...agents].flatMap((a) => a.logs.filter((l) => l.line.level !== 'info' && l.line.level !== 'debug'));
     throw new Error(`${(err as Error).message}; outbox depth ${await outboxDepth().catch((e) => e.message)}, `
-      + `Postfix queue ${stack.postfixQueueSize()}; agents' warnings and errors:\n${dumpLogs(trouble.slice(-20))}`);
+      + `Postfix queue ${stack.postfixQueueSize()}; agents' warnings and errors:\n${dumpLogs(trouble.slice(-20))}\n`
+      + `Postfix's last deliveries:\n${postfixDeliveries().slice(-10).join('\n')}`);
+  } finally {
+    clearInterval(flusher);
   }
   await until('the outbox to empty', async () => (await outboxDepth()) === 0, 20_000);
   await until('the Postfix queue to empty', () => stack.postfixQueueSize() === 0, 10_000);

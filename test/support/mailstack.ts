@@ -48,6 +48,8 @@ export interface MailStack {
   pids(): number[];
   /** Messages Postfix still holds (maildrop, incoming, active, deferred, hold); 0 once all is delivered. */
   postfixQueueSize(): number;
+  /** Ask Postfix to retry what it deferred now (postqueue -f), instead of at its next queue run. */
+  flushQueue(): Promise<void>;
   /** Stop both daemons, wait for their ports, remove the temp dir. */
   stop(): Promise<void>;
 }
@@ -516,6 +518,11 @@ class Stack implements MailStack {
       return n;
     };
     return ['maildrop', 'incoming', 'active', 'deferred', 'hold'].reduce((n, q) => n + count(join(this.dir, 'pq', q)), 0);
+  }
+
+  async flushQueue(): Promise<void> {
+    if (!this.postfixStarted) return;
+    await run('/usr/sbin/postqueue', ['-c', join(this.dir, 'pf'), '-f']).catch(() => undefined);
   }
 
   get postfixPidFile() { return join(this.dir, 'pq/pid/master.pid'); }
