@@ -2,7 +2,10 @@
 // Start-up report for the single executable: median wall time of dist/mailagent against a bare
 // `node -e 0`. A report, not a test: exits 0 whatever the numbers (1 only if there is no binary).
 //
-//   node bench/startup.mjs [--keep-env] [--rounds N] [MAIL]      MAIL defaults to examples/01-help.eml
+//   node bench/startup.mjs [--keep-env] [--rounds N] [--bin PATH]... [MAIL]
+//
+// MAIL defaults to examples/01-help.eml, PATH to dist/mailagent. Several --bin compare builds
+// (e.g. a copy of the previous one) in the same interleaved runs, which a noisy machine needs.
 //
 // --rounds N repeats the whole measurement N times (the machine may be shared and noisy): the
 // ratio is then the median of the rounds' ratios, and the range column shows their spread.
@@ -18,16 +21,24 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = join(ROOT, 'dist', 'mailagent');
 const RUNS = 20;
 const WARMUPS = 2;
 
-if (!existsSync(BIN)) {
-  console.error(`bench: ${relative(process.cwd(), BIN)} not found: run \`npm run build\` first`);
+const argv = process.argv.slice(2);
+const follows = (flag) => (_arg, i) => argv[i - 1] === flag;
+if (argv.at(-1) === '--bin') {
+  console.error('bench: --bin needs the path of an executable');
   process.exit(1);
 }
+const BINS = argv.filter(follows('--bin')).map((p) => resolve(p));
+if (!BINS.length) BINS.push(join(ROOT, 'dist', 'mailagent'));
+for (const bin of BINS) {
+  if (!existsSync(bin)) {
+    console.error(`bench: ${relative(process.cwd(), bin)} not found: run \`npm run build\` first`);
+    process.exit(1);
+  }
+}
 
-const argv = process.argv.slice(2);
 const keepEnv = argv.includes('--keep-env');
 const roundsAt = argv.indexOf('--rounds');
 const ROUNDS = roundsAt >= 0 ? Number(argv[roundsAt + 1]) : 1;
@@ -35,14 +46,17 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
   console.error('bench: --rounds needs a whole number ≥ 1');
   process.exit(1);
 }
-const mailArg = argv.find((a, i) => !a.startsWith('--') && argv[i - 1] !== '--rounds');
+const mailArg = argv.find((a, i) => !a.startsWith('--') && argv[i - 1] !== '--rounds' && argv[i - 1] !== '--bin');
 const mail = resolve(mailArg ?? join(ROOT, 'examples', '01-help.eml'));
 const DISTORTING = ['NODE_EXTRA_CA_CERTS', 'NODE_OPTIONS'];
 const removed = keepEnv ? [] : DISTORTING.filter((k) => process.env[k] !== undefined);
 const env = { ...process.env };
 for (const k of removed) delete env[k];
 const config = join(ROOT, 'config.example.json');
-const show = (p) => relative(process.cwd(), p) || p;
+const show = (p) => {
+  const rel = relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') ? rel : p;
+};
 
 /** One timed run; throws with the reason if the command did not succeed. */
 function once({ cmd, args, stdinFile, needOutput }) {
@@ -98,16 +112,21 @@ if (!missing.length) {
 process.on('exit', () => rmSync(stampDir, { recursive: true, force: true }));
 const cases = [
   { label: 'node -e 0', cmd: process.execPath, args: ['-e', '0'] },
-  { label: 'mailagent --help', cmd: BIN, args: ['--help'], goal: 1.8 },
-  {
-    label: `mailagent run --print < ${show(mail)}`,
-    cmd: BIN,
-    args: ['run', '--print', '--config', config],
-    stdinFile: stamped,
-    needOutput: true,
-    goal: 2.5,
-    skip: missing.length ? `skipped: ${missing.join(', ')}` : undefined,
-  },
+  ...BINS.flatMap((bin) => {
+    const name = BINS.length > 1 ? show(bin) : 'mailagent';
+    return [
+      { label: `${name} --help`, cmd: bin, args: ['--help'], goal: 1.8 },
+      {
+        label: `${name} run --print < ${show(mail)}`,
+        cmd: bin,
+        args: ['run', '--print', '--config', config],
+        stdinFile: stamped,
+        needOutput: true,
+        goal: 2.5,
+        skip: missing.length ? `skipped: ${missing.join(', ')}` : undefined,
+      },
+    ];
+  }),
 ];
 
 /** Each round measures every case; a case that fails once counts as failed. */
