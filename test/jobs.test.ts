@@ -324,7 +324,8 @@ test('follow-up: a job outliving replyAfterSeconds gets "started" now and its re
   bindJobsStore(quick, new MemoryJobsStore());
   const store = new MemoryStore();
   const request = mail('jobs run slow', { 'Message-ID': '<long-job-1@example.com>', Subject: 'nightly' });
-  const first = await processMessage(request, testDeps(quick, { store, followUps: true }));
+  const deps = testDeps(quick, { store, followUps: true });
+  const first = await processMessage(request, deps);
   assert.is(first.kind, 'reply');
   const immediate = await readReply(first);
   assert.is(immediate.subject, 'Re: nightly — processed (1 ok, 0 failed)');
@@ -342,6 +343,11 @@ test('follow-up: a job outliving replyAfterSeconds gets "started" now and its re
   assert.is(second.subject, `Re: nightly — job slow run ${id} finished`);
   assert.is(second.inReplyTo, '<long-job-1@example.com>');
   assert.is(second.headers.get('auto-submitted'), 'auto-replied');
+  // The second mail is audited like the first: one record each.
+  assert.equal(deps.audits.map((a) => a.decision), ['executed', 'follow-up']);
+  assert.is(deps.audits[1].reason, `job slow run ${id} finished`);
+  assert.is(deps.audits[1].commands![0].command, 'jobs run slow');
+  assert.ok(deps.audits[1].commands![0].ms >= 1000, 'the duration covers the whole job');
   assert.match(second.text!, new RegExp(`^> jobs run slow\\njob slow, run ${id}: exit 0 after 1\\.\\d s\\nstdout:\\nslow done\\n`));
 
   // Without follow-ups (mailagent run), the reply waits for the job.

@@ -80,6 +80,7 @@ function internalError(deps: PipelineDeps, where: string, err: unknown): string 
 /** Queues the result of handed-over work as a reply threaded under the request ("Re: … — job x run 3 finished"). */
 function followUpFor(command: Command, deps: PipelineDeps, origin: Origin | undefined): ActionContext['followUp'] {
   if (!deps.followUps || !origin) return undefined;
+  const started = deps.now().getTime();
   return async (title, work) => {
     const outcome: Step['outcome'] = await work.then(
       (result) => ({ ok: true as const, result }),
@@ -94,6 +95,14 @@ function followUpFor(command: Command, deps: PipelineDeps, origin: Origin | unde
       await deps.store.begin(followKey, { messageId: origin.mail.messageId, sender: origin.sender, bodyHash: 'follow-up', mutates: false });
       await deps.store.saveReply(followKey, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw });
       await deps.store.recordEvent('reply', origin.sender.toLowerCase(), now.getTime());
+      deps.audit({
+        time: now.toISOString(),
+        messageId: origin.mail.messageId,
+        sender: origin.sender,
+        decision: 'follow-up',
+        reason: status,
+        commands: [{ command: command.text, ok: outcome.ok, ...(!outcome.ok && { error: outcome.error }), ms: now.getTime() - started }],
+      });
     } catch (err) {
       deps.logError?.(`could not queue the follow-up mail for "${command.text}"`, err);
     }

@@ -9,7 +9,8 @@ export interface AuditRecord {
   sender?: string;
   /** Evidence the message carried, e.g. ["allowlist", "dkim", "totp"]. */
   evidence?: string[];
-  decision: 'executed' | 'rejected' | 'help' | 'dropped' | 'duplicate' | 'resent' | 'confirm-requested';
+  /** follow-up: the result of work that outlived the first reply (a long job), mailed later. */
+  decision: 'executed' | 'rejected' | 'help' | 'dropped' | 'duplicate' | 'resent' | 'confirm-requested' | 'follow-up';
   reason?: string;
   commands?: { command: string; ok: boolean; error?: string; ms: number }[];
 }
