@@ -11,7 +11,7 @@ import { createSmtpSender, type SmtpSender } from '../mail/smtp';
 import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { envelopeSenderOf, messageKey } from './headers';
-import { leaseMessage, type AgentIdentity, type MessageLease } from './leases';
+import { leaseMessage, MESSAGE_LEASE_MS, type AgentIdentity, type MessageLease } from './leases';
 
 export type ConnectionState = 'disconnected' | 'connecting' | 'syncing' | 'idle' | 'stopping';
 
@@ -91,6 +91,8 @@ export class Agent {
   readonly outbox: Outbox | undefined;
   /** dry-run: inbox messages already shown, by UIDVALIDITY:UID. */
   private readonly shown = new Set<string>();
+  /** Leases of filed messages, kept until they expire (ms) to recognise racing copies; given back at a clean stop. */
+  private readonly keptLeases = new Map<MessageLease, number>();
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -309,7 +311,7 @@ export class Agent {
       }
     } finally {
       // Filed: keep the lease (it marks the message as done for a while); otherwise give it back.
-      await Promise.all(results.map((r) => (done.has(r.uid) ? r.lease?.finish() : r.lease?.release().catch(() => undefined))));
+      await Promise.all(results.map((r) => (done.has(r.uid) ? r.lease && this.keep(r.lease) : r.lease?.release().catch(() => undefined))));
     }
   }
 
@@ -378,6 +380,18 @@ export class Agent {
     }
   }
 
+  /** A filed message: its lease stays until it expires, so that a racing copy of it is deleted, not filed twice. */
+  private keep(lease: MessageLease): void {
+    lease.finish();
+    const now = Date.now();
+    // Oldest first (insertion order): drop the expired ones from the front.
+    for (const [kept, until] of this.keptLeases) {
+      if (until > now) break;
+      this.keptLeases.delete(kept);
+    }
+    this.keptLeases.set(lease, now + MESSAGE_LEASE_MS);
+  }
+
   private deps(raw: Buffer): PipelineDeps {
     return {
       config: this.config,
@@ -418,6 +432,11 @@ export class Agent {
     }
     this.smtp?.sender.close();
     this.smtp = undefined;
+    // Racing copies exist only while agents run side by side. A kept lease outliving a clean stop
+    // would make the next agent delete a message delivered again (say after a UIDVALIDITY change)
+    // as "another agent's copy", where after a crash or 5 minutes later it would file it in rejected.
+    await Promise.all([...this.keptLeases.keys()].map((lease) => lease.release().catch(() => undefined)));
+    this.keptLeases.clear();
     this.setState('disconnected');
   }
 
