@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
 import type { Config, Evidence, UserConfig } from '../config/types';
 import { challengeText, findToken, newToken } from '../auth/confirm';
 import { hasDkimEvidence, type DnsResolver } from '../auth/dkim';

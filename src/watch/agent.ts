@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import type { Config } from '../config/types';
 import { EXIT, UserError } from '../core/errors';
 import type { Logger } from '../core/log';

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Config, JobConfig, QueryParam } from '../../config/types';
@@ -168,8 +167,10 @@ export function executeProcess(opts: {
       return finish('error', null, null, `working directory ${opts.cwd} does not exist`);
     }
 
-    let child: ReturnType<typeof spawn>;
+    let child: import('node:child_process').ChildProcess;
     try {
+      // Loaded here: child_process costs every start of `run`, and most mails run no job.
+      const { spawn } = require('node:child_process') as typeof import('node:child_process');
       child = spawn(opts.argv[0], opts.argv.slice(1), { cwd: opts.cwd, env: opts.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], shell: false });
     } catch (err) {
       return finish('error', null, null, `could not start ${opts.argv[0]}: ${(err as Error).message}`);
