@@ -176,28 +176,56 @@ function contract(engine: Engine) {
 
   withStore('journal: executing → reply-pending → replied, and a retried message starts over', async (store) => {
     assert.is(await store.get('k1'), undefined);
-    await store.begin('k1', { messageId: '<m1@example.com>', sender: 'ops@example.com', bodyHash: 'h1', mutates: false });
-    assert.equal(view(await store.get('k1')), { key: 'k1', state: 'executing', sender: 'ops@example.com', bodyHash: 'h1', mutates: false, reply: undefined });
+    assert.is(await store.begin('k1', { messageId: '<m1@example.com>', sender: 'ops@example.com', bodyHash: 'h1', mutates: false }, { attempt: 0 }), true);
+    assert.equal(view(await store.get('k1')), { key: 'k1', state: 'executing', sender: 'ops@example.com', bodyHash: 'h1', mutates: false, attempt: 1, reply: undefined });
     await store.saveReply('k1', reply(1));
     const pending = await store.get('k1');
     assert.is(pending?.state, 'reply-pending');
     assert.equal(pending?.reply?.to, ['user1@example.com']);
     assert.is(pending?.reply?.messageId, '<reply-1@agent.example>');
     assert.ok(pending?.reply?.raw.equals(reply(1).raw), 'the stored reply comes back byte for byte');
-    await store.begin('k2', { sender: 'ops@example.com', bodyHash: 'h2', mutates: true });
+    await store.begin('k2', { sender: 'ops@example.com', bodyHash: 'h2', mutates: true }, { attempt: 0 });
     assert.equal(await store.counts(), { executing: 1, 'reply-pending': 1, replied: 0 });
     await store.markReplied('k1');
-    assert.equal(view(await store.get('k1')), { key: 'k1', state: 'replied', sender: 'ops@example.com', bodyHash: 'h1', mutates: false, reply: undefined });
-    await store.begin('k1', { sender: 'ops@example.com', bodyHash: 'h1', mutates: true });
-    assert.equal(view(await store.get('k1')), { key: 'k1', state: 'executing', sender: 'ops@example.com', bodyHash: 'h1', mutates: true, reply: undefined });
+    assert.equal(view(await store.get('k1')), { key: 'k1', state: 'replied', sender: 'ops@example.com', bodyHash: 'h1', mutates: false, attempt: 1, reply: undefined });
+    assert.is(await store.begin('k1', { sender: 'ops@example.com', bodyHash: 'h1', mutates: true }, { attempt: 1 }), true);
+    assert.equal(view(await store.get('k1')), { key: 'k1', state: 'executing', sender: 'ops@example.com', bodyHash: 'h1', mutates: true, attempt: 2, reply: undefined });
     assert.equal(await store.counts(), { executing: 2, 'reply-pending': 0, replied: 0 });
+  });
+
+  withStore('journal: begin is a compare-and-set on the attempt that was read', async (store) => {
+    const info = { messageId: '<m1@example.com>', sender: 'ops@example.com', bodyHash: 'h1', mutates: false };
+    assert.is(await store.begin('k1', info, { attempt: 1 }), false, 'no entry: only attempt 0 may insert');
+    assert.is(await store.get('k1'), undefined);
+    assert.is(await store.begin('k1', info, { attempt: 0 }), true);
+    assert.is(await store.begin('k1', { ...info, mutates: true }, { attempt: 0 }), false, 'a second insert of the same message loses');
+    assert.equal(view(await store.get('k1')), { key: 'k1', state: 'executing', sender: 'ops@example.com', bodyHash: 'h1', mutates: false, attempt: 1, reply: undefined }, 'the loser changed nothing');
+    assert.is(await store.begin('k1', { ...info, mutates: true }, { attempt: 1 }), true, 'the holder of attempt 1 records the change');
+    assert.is(await store.begin('k1', { ...info, mutates: true }, { attempt: 1 }), false, 'attempt 1 is used up');
+    assert.is(await store.begin('k1', info, { attempt: 3 }), false, 'an attempt from the future is refused too');
+    assert.is((await store.get('k1'))?.attempt, 2);
+    await store.saveReply('k1', reply(1));
+    assert.is(await store.begin('k1', info, { attempt: 1 }), false, 'a stale attempt cannot take back a reply-pending entry');
+    assert.is((await store.get('k1'))?.state, 'reply-pending');
+    assert.is(await store.begin('k3', info, { attempt: 0 }), true);
+    assert.is(await store.begin('k3', info, { attempt: 1 }), true, 'taken over');
+    assert.is(await store.saveReply('k3', reply(3), { attempt: 1 }), false, 'the handling that was taken over cannot store its reply');
+    assert.is((await store.get('k3'))?.state, 'executing');
+    assert.is(await store.saveReply('k3', reply(3), { attempt: 2 }), true);
+    assert.is((await store.get('k3'))?.state, 'reply-pending');
+    assert.is(await store.saveReply('k4', reply(4)), false, 'no entry, no reply');
+    const won = await Promise.all(Array.from({ length: 10 }, () => store.begin('k2', info, { attempt: 0 })));
+    assert.is(won.filter(Boolean).length, 1, 'ten handlings at once: one winner');
+    const next = await Promise.all(Array.from({ length: 10 }, (_, i) => store.begin('k2', { ...info, mutates: i % 2 === 0 }, { attempt: 1 })));
+    assert.is(next.filter(Boolean).length, 1);
+    assert.is((await store.get('k2'))?.attempt, 2);
   });
 
   withStore('outbox: due replies oldest first, leased until the lease ends, deferred with the error, gone once replied', async (store) => {
     assert.equal(await store.outboxStats(), { depth: 0 });
     const before = Date.now();
     for (const n of [1, 2, 3]) {
-      await store.begin(`k${n}`, { sender: 'ops@example.com', bodyHash: `h${n}`, mutates: false });
+      await store.begin(`k${n}`, { sender: 'ops@example.com', bodyHash: `h${n}`, mutates: false }, { attempt: 0 });
       await store.saveReply(`k${n}`, reply(n));
       await pause(3); // distinct queue times, so "oldest first" is defined
     }
@@ -346,7 +374,7 @@ function shared(engine: SharedEngine) {
   const { withStore, run } = engineSuite(engine, 'shared by instances');
 
   withStore('a second instance sees what the first wrote, and reopening keeps everything', async (first) => {
-    await first.begin('k1', { sender: 'ops@example.com', bodyHash: 'h1', mutates: true });
+    await first.begin('k1', { sender: 'ops@example.com', bodyHash: 'h1', mutates: true }, { attempt: 0 });
     await first.saveReply('k1', reply(1));
     await first.useTotpStep('ops@example.com', 7);
     await first.claim('outbox', 'agent-a', 1_000, 2_000);
@@ -404,7 +432,7 @@ function concurrency(engine: SharedEngine) {
 
   test('200 queued replies, both agents taking batches: each reply is leased exactly once', async () => {
     for (let n = 0; n < 200; n++) {
-      await parent!.begin(`k${n}`, { sender: 'ops@example.com', bodyHash: `h${n}`, mutates: false });
+      await parent!.begin(`k${n}`, { sender: 'ops@example.com', bodyHash: `h${n}`, mutates: false }, { attempt: 0 });
       await parent!.saveReply(`k${n}`, reply(n));
     }
     const now = Date.now();
@@ -434,6 +462,20 @@ function concurrency(engine: SharedEngine) {
     assert.is(await parent!.claim('imap-sync', winners[0], 6_000, 66_000), true);
   });
 
+  test('one message begun 40 times at once by both agents: exactly one handling goes ahead, and then one retry', async () => {
+    for (let n = 0; n < 5; n++) {
+      const key = `race-${n}`;
+      const info = (i: number) => ({ messageId: `<race-${n}@example.com>`, sender: 'ops@example.com', bodyHash: 'h', mutates: i % 3 === 0 });
+      const first = await spread(40, (w, i) => w.call<boolean>('begin', key, info(i), { attempt: 0 }));
+      assert.is(first.filter(Boolean).length, 1, `${key}: ${first.filter(Boolean).length} handlings began`);
+      const winner = first.indexOf(true);
+      assert.equal((await parent!.get(key))?.mutates, info(winner).mutates, 'the entry is the winner’s');
+      const retry = await spread(40, (w, i) => w.call<boolean>('begin', key, info(i), { attempt: 1 }));
+      assert.is(retry.filter(Boolean).length, 1, `${key}: ${retry.filter(Boolean).length} retries began`);
+      assert.is((await parent!.get(key))?.attempt, 2);
+    }
+  });
+
   test('a confirmation token taken by both agents at once works for one of them', async () => {
     for (let n = 0; n < 20; n++) {
       await parent!.saveConfirmation({ token: `token-${n}`, sender: 'ops@example.com', commands: [`jobs run job-${n}`], expiresAt: 1_800_000_000_000 });
@@ -456,6 +498,47 @@ function concurrency(engine: SharedEngine) {
   });
 
   return run;
+}
+
+// ─── SQLite journals written by earlier versions ─────────────────────────────────────────────
+
+function earlierSqliteJournals() {
+  const s = suite('SqliteStore: journals written by earlier versions');
+  const formats: [string, string][] = [
+    ['the first format (no outbox, no attempt counter)', ''],
+    ['the outbox format (no attempt counter)', ', queued_at INTEGER, next_attempt_at INTEGER, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT'],
+  ];
+  for (const [name, outboxColumns] of formats) {
+    s(`${name} opens and works`, async () => {
+      const { dir, cleanup } = tempDir('mailagent-state-old-');
+      try {
+        const path = join(dir, 'state.db');
+        const Database = require('better-sqlite3') as typeof import('better-sqlite3');
+        const old = new Database(path);
+        old.exec(`CREATE TABLE journal (
+          key TEXT PRIMARY KEY, message_id TEXT, sender TEXT NOT NULL, body_hash TEXT NOT NULL, mutates INTEGER NOT NULL, state TEXT NOT NULL,
+          reply_id TEXT, reply_from TEXT, reply_to TEXT, reply_raw BLOB${outboxColumns},
+          created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))`);
+        old.prepare(`INSERT INTO journal (key, sender, body_hash, mutates, state) VALUES ('old-ro', 'ops@example.com', 'h1', 0, 'executing'), ('old-done', 'ops@example.com', 'h2', 0, 'replied')`).run();
+        old.close();
+        const store = new SqliteStore(path);
+        try {
+          assert.equal(view(await store.get('old-ro')), { key: 'old-ro', state: 'executing', sender: 'ops@example.com', bodyHash: 'h1', mutates: false, attempt: 0, reply: undefined });
+          assert.is(await store.begin('old-ro', { sender: 'ops@example.com', bodyHash: 'h1', mutates: false }, { attempt: 0 }), true, 'an entry left executing by the old version is taken over once');
+          assert.is(await store.begin('old-ro', { sender: 'ops@example.com', bodyHash: 'h1', mutates: false }, { attempt: 0 }), false);
+          await store.saveReply('old-ro', reply(1));
+          assert.equal((await store.takeDueReplies(Date.now(), 60_000, 10)).map((e) => e.key), ['old-ro']);
+          assert.is((await store.get('old-done'))?.state, 'replied');
+          assert.equal(await store.counts(), { executing: 0, 'reply-pending': 1, replied: 1 });
+        } finally {
+          await store.close();
+        }
+      } finally {
+        cleanup();
+      }
+    });
+  }
+  return () => s.run();
 }
 
 // ─── PostgreSQL only: start-up, configuration, failures ─────────────────────────────────────
@@ -491,6 +574,25 @@ function postgresOnly() {
     }
   });
 
+  test('a journal table from before the attempt counter gets the column when a store opens, and its entries go on', async () => {
+    const before = await PgStore.open(pgConfig(PG_URL, extra));
+    await before.close();
+    await adminClient!.query(`ALTER TABLE ${extra}.mailagent_journal DROP COLUMN attempt`);
+    await adminClient!.query(
+      `INSERT INTO ${extra}.mailagent_journal (key, sender, body_hash, mutates, state) VALUES ('old-ro', 'ops@example.com', 'h1', false, 'executing'), ('old-done', 'ops@example.com', 'h2', false, 'replied')`,
+    );
+    const store = await PgStore.open(pgConfig(PG_URL, extra));
+    try {
+      assert.is((await store.get('old-ro'))?.attempt, 0);
+      assert.is(await store.begin('old-ro', { sender: 'ops@example.com', bodyHash: 'h1', mutates: false }, { attempt: 0 }), true, 'an entry left executing by the old version is taken over once');
+      assert.is(await store.begin('old-ro', { sender: 'ops@example.com', bodyHash: 'h1', mutates: false }, { attempt: 0 }), false);
+      assert.is((await store.get('old-done'))?.state, 'replied');
+      assert.is(await store.begin('new', { sender: 'ops@example.com', bodyHash: 'h3', mutates: true }, { attempt: 0 }), true);
+    } finally {
+      await store.close();
+    }
+  });
+
   test('state.postgres in the config selects the PostgreSQL store (URL from an environment variable)', async () => {
     const { dir, cleanup } = tempDir();
     process.env.MAILAGENT_TEST_STATE_URL = PG_URL;
@@ -499,7 +601,7 @@ function postgresOnly() {
       const store = await openStateStore(config);
       try {
         assert.instance(store, PgStore);
-        await store.begin('k1', { sender: 'ops@example.com', bodyHash: 'h1', mutates: false });
+        assert.is(await store.begin('k1', { sender: 'ops@example.com', bodyHash: 'h1', mutates: false }, { attempt: 0 }), true);
         const { rows } = await adminClient!.query(`SELECT state FROM ${extra}.mailagent_journal WHERE key = 'k1'`);
         assert.equal(rows, [{ state: 'executing' }]);
       } finally {
@@ -642,6 +744,7 @@ const runs = [
   shared(pgEngine()),
   concurrency(sqliteEngine()),
   concurrency(pgEngine()),
+  earlierSqliteJournals(),
   postgresOnly(),
 ];
 for (const run of runs) run();

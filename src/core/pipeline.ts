@@ -91,7 +91,11 @@ function followUpFor(command: Command, deps: PipelineDeps, origin: Origin | unde
       const status = `${title} ${outcome.ok ? 'finished' : 'failed'}`;
       const message = await composeReply(deps.config, origin.mail, { to: origin.sender, status, text, attachments }, now);
       const followKey = `${origin.key}#${title}`;
-      await deps.store.begin(followKey, { messageId: origin.mail.messageId, sender: origin.sender, bodyHash: 'follow-up', mutates: false });
+      if (!(await deps.store.begin(followKey, { messageId: origin.mail.messageId, sender: origin.sender, bodyHash: 'follow-up', mutates: false }, { attempt: 0 }))) {
+        // Its result mail exists already (queued or sent): a second one would only repeat it.
+        deps.logError?.(`could not queue the follow-up mail for "${command.text}"`, new Error(`a mail "${title}" for this request was queued already`));
+        return;
+      }
       await deps.store.saveReply(followKey, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw });
       await deps.store.recordEvent('reply', origin.sender.toLowerCase(), now.getTime());
       deps.audit({
@@ -197,10 +201,15 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   const body = pgp.ok ? pgp.signedText! : mail.body;
   const allLines = requestLines(body, pgp.ok ? '' : mail.subject);
   const otpLines = allLines.filter((l) => OTP_LINE.test(l.text));
-  const totp = await totpEvidence(otpLines, deps, user, now);
-  const achieved: Achieved = { dkim, totp: totp === 'ok', pgp: pgp.ok, confirm: false };
-  const evidence = listEvidence(achieved);
+  const achieved: Achieved = { dkim, totp: false, pgp: pgp.ok, confirm: false };
   const floor = baseline(config, user);
+  // Checking a one-time code spends it. When the floor needs the code it is checked now (a
+  // message below the floor must not reach the journal); otherwise only once this handling has
+  // claimed the message, so that a twin handled at the same time cannot spend the code and
+  // leave the claim to a handling whose code then looks reused.
+  let totp = satisfies(achieved, floor) ? undefined : await totpEvidence(otpLines, deps, user, now);
+  achieved.totp = totp === 'ok';
+  const evidence = listEvidence(achieved);
   if (!satisfies(achieved, floor)) return drop(`missing ${floor} evidence`, evidence);
 
   const hour = now.getTime() - 3_600_000;
@@ -210,14 +219,32 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   await store.recordEvent('message', sender.toLowerCase(), now.getTime());
 
   const base = { messageId: mail.messageId, sender, evidence };
+  // Compare-and-set from the attempt read above: of two handlings of this message at the same
+  // time (delivered twice, an MTA retry racing the first try) exactly one goes on; the other
+  // stays silent and the winner answers.
+  let attempt = previous?.attempt ?? 0;
+  const claim = async (mutating: boolean): Promise<boolean> => {
+    if (!(await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates: mutating }, { attempt }))) return false;
+    attempt++;
+    return true;
+  };
+  const handledElsewhere = (): Outcome => {
+    audit({ ...base, decision: 'duplicate', reason: 'being handled by another process' });
+    return { kind: 'silent', reason: 'the same message is being handled by another process' };
+  };
+
   const reply = async (decision: Decision, status: string, text: string, attachments: Attachment[] = []): Promise<Outcome> => {
     if ((await store.countEvents('reply', undefined, hour)) >= config.security.repliesPerHour) {
       audit({ ...base, decision: 'dropped', reason: `global reply cap of ${config.security.repliesPerHour} per hour reached` });
       return { kind: 'silent', reason: 'reply cap reached' };
     }
-    await store.recordEvent('reply', sender.toLowerCase(), now.getTime());
     const message = await composeReply(config, mail, { to: sender, status, text, attachments }, now);
-    await store.saveReply(key, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw });
+    // Only the handling holding the latest attempt answers: one that took over meanwhile (it
+    // read this one's executing entry as a crash's) has the reply to send.
+    if (!(await store.saveReply(key, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw }, { attempt }))) {
+      return handledElsewhere();
+    }
+    await store.recordEvent('reply', sender.toLowerCase(), now.getTime());
     return { kind: 'reply', key, reply: message, decision };
   };
   const reject = (status: string, why: string, text: string) => {
@@ -226,11 +253,17 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   };
 
   if (previous?.state === 'executing' && previous.mutates) {
+    if (!(await claim(true))) return handledElsewhere();
     return reject('outcome unknown', 'interrupted while executing a change',
       'This message was being executed when the agent stopped. It contains commands that change data, so it was not run again.\n' +
       'Check the current state before sending the commands again.\n');
   }
-  await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates: false });
+  if (!(await claim(false))) return handledElsewhere();
+  if (totp === undefined) {
+    totp = await totpEvidence(otpLines, deps, user, now);
+    achieved.totp = totp === 'ok';
+    base.evidence = listEvidence(achieved);
+  }
   if (tooLarge) {
     return reject('not processed (message too large)', 'message too large',
       `Your message is ${raw.length} bytes; this agent reads messages up to ${config.limits.maxMessageBytes} bytes. Nothing was run.\n`);
@@ -297,7 +330,9 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   }
   const mutates = request.commands.some((c) => c.kind === 'action' && c.mutates);
   // The entry already says executing, read-only: only a change must be recorded before it runs.
-  if (mutates) await store.begin(key, { messageId: mail.messageId, sender, bodyHash: hash, mutates });
+  // Still a compare-and-set: a handling that took over meanwhile (it read executing, read-only,
+  // as left by a crash) must not run the change a second time.
+  if (mutates && !(await claim(true))) return handledElsewhere();
   const steps: Step[] = [];
   const timings: number[] = [];
   for (const command of request.commands) {

@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import type { Config } from '../config/types';
 import { resolveSecret } from '../config/secrets';
 import { EXIT, UserError } from '../core/errors';
-import { journalEntryFromRow, type JournalEntry, type JournalState, type OutboxEntry, type OutboxStats, type PendingConfirmation, type RateEvent, type StateStore, type StoredReply } from './store';
+import { journalEntryFromRow, type BeginInfo, type JournalEntry, type JournalState, type OutboxEntry, type OutboxStats, type PendingConfirmation, type RateEvent, type StateStore, type StoredReply } from './store';
 
 /**
  * The state store on a PostgreSQL server, so that agents on several hosts share one journal,
@@ -31,9 +31,12 @@ const ddl = (s: string): string[] => [
     next_attempt_at BIGINT,
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
+    attempt     INTEGER NOT NULL DEFAULT 0,
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
   )`,
+  // Journals created by an earlier version lack the handling attempt counter.
+  `ALTER TABLE ${s}.mailagent_journal ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 0`,
   `CREATE INDEX IF NOT EXISTS mailagent_journal_outbox ON ${s}.mailagent_journal (next_attempt_at) WHERE state = 'reply-pending'`,
   `CREATE TABLE IF NOT EXISTS ${s}.mailagent_totp_used (address TEXT PRIMARY KEY, last_step BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS ${s}.mailagent_confirmations (
@@ -142,12 +145,14 @@ export class PgStore implements StateStore {
   }
 
   private async createTables(schema: string): Promise<void> {
-    // Usually everything exists: one read, no lock, and no CREATE privilege needed.
-    const { rows } = await this.pool.query<{ n: number }>(
-      'SELECT count(*)::int AS n FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = ANY ($2::text[])',
-      [schema, TABLES],
+    // Usually everything exists, up to the newest column: one read, no lock, and no CREATE
+    // privilege needed.
+    const { rows } = await this.pool.query<{ n: number; current: boolean }>(
+      `SELECT (SELECT count(*)::int FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = ANY ($2::text[])) AS n,
+              EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($3) AND attname = 'attempt' AND NOT attisdropped) AS current`,
+      [schema, TABLES, `${this.s}.mailagent_journal`],
     );
-    if (rows[0].n === TABLES.length) return;
+    if (rows[0].n === TABLES.length && rows[0].current) return;
     const client = await this.pool.connect();
     let failed = false;
     try {
@@ -191,20 +196,30 @@ export class PgStore implements StateStore {
     return rows[0] && journalEntryFromRow(rows[0]);
   }
 
-  async begin(key: string, info: { messageId?: string; sender: string; bodyHash: string; mutates: boolean }) {
-    await this.query(
-      `INSERT INTO ${this.s}.mailagent_journal (key, message_id, sender, body_hash, mutates, state) VALUES ($1, $2, $3, $4, $5, 'executing')
-       ON CONFLICT (key) DO UPDATE SET state = 'executing', mutates = excluded.mutates, updated_at = now()`,
-      [key, info.messageId ?? null, info.sender, info.bodyHash, info.mutates],
-    );
+  async begin(key: string, info: BeginInfo, expected: { attempt: number }): Promise<boolean> {
+    // A concurrent insert of the same key waits for the first to commit, then takes the
+    // conflict path and re-checks the WHERE on the committed row: attempt moved on, no update.
+    const { rowCount } =
+      expected.attempt === 0
+        ? await this.query(
+            `INSERT INTO ${this.s}.mailagent_journal AS j (key, message_id, sender, body_hash, mutates, state, attempt) VALUES ($1, $2, $3, $4, $5, 'executing', 1)
+             ON CONFLICT (key) DO UPDATE SET state = 'executing', mutates = excluded.mutates, attempt = 1, updated_at = now() WHERE j.attempt = 0`,
+            [key, info.messageId ?? null, info.sender, info.bodyHash, info.mutates],
+          )
+        : await this.query(
+            `UPDATE ${this.s}.mailagent_journal SET state = 'executing', mutates = $2, attempt = $3 + 1, updated_at = now() WHERE key = $1 AND attempt = $3`,
+            [key, info.mutates, expected.attempt],
+          );
+    return rowCount === 1;
   }
 
-  async saveReply(key: string, reply: StoredReply) {
-    await this.query(
+  async saveReply(key: string, reply: StoredReply, expected?: { attempt: number }): Promise<boolean> {
+    const { rowCount } = await this.query(
       `UPDATE ${this.s}.mailagent_journal SET state = 'reply-pending', reply_id = $1, reply_from = $2, reply_to = $3, reply_raw = $4,
-       queued_at = $5, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = now() WHERE key = $6`,
-      [reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key],
+       queued_at = $5, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = now() WHERE key = $6 AND ($7::int IS NULL OR attempt = $7)`,
+      [reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key, expected?.attempt ?? null],
     );
+    return rowCount === 1;
   }
 
   async markReplied(key: string) {

@@ -25,7 +25,21 @@ export interface JournalEntry {
   sender: string;
   bodyHash: string;
   mutates: boolean;
+  /**
+   * How many times handling of this message began (0: never, or a journal from before the
+   * counter). begin() moves it on only from the value its caller read, so of two handlings of
+   * the same message at the same time exactly one goes ahead.
+   */
+  attempt: number;
   reply?: StoredReply;
+}
+
+/** What begin() records about the message being handled. */
+export interface BeginInfo {
+  messageId?: string;
+  sender: string;
+  bodyHash: string;
+  mutates: boolean;
 }
 
 export interface PendingConfirmation {
@@ -58,8 +72,18 @@ export interface OutboxStats {
 /** Asynchronous so that a shared database server can stand behind it. */
 export interface StateStore {
   get(key: string): Promise<JournalEntry | undefined>;
-  begin(key: string, info: { messageId?: string; sender: string; bodyHash: string; mutates: boolean }): Promise<void>;
-  saveReply(key: string, reply: StoredReply): Promise<void>;
+  /**
+   * Compare-and-set into state executing: succeeds only when the entry's attempt (0 when there
+   * is no entry) still equals expected.attempt, and sets it to expected.attempt + 1. False, with
+   * nothing changed, when another handling of the same message got there first.
+   */
+  begin(key: string, info: BeginInfo, expected: { attempt: number }): Promise<boolean>;
+  /**
+   * Stores the reply (state reply-pending). With `expected`, only while the entry's attempt is
+   * still expected.attempt: false, with nothing changed, when another handling took the message
+   * over since (its answer is the one to send).
+   */
+  saveReply(key: string, reply: StoredReply, expected?: { attempt: number }): Promise<boolean>;
   markReplied(key: string): Promise<void>;
   counts(): Promise<Record<JournalState, number>>;
   /**
@@ -97,6 +121,7 @@ export function journalEntryFromRow(row: Record<string, any>): JournalEntry {
     sender: row.sender,
     bodyHash: row.body_hash,
     mutates: row.mutates === true || row.mutates === 1,
+    attempt: Number(row.attempt ?? 0),
     reply: row.reply_raw ? { messageId: row.reply_id, from: row.reply_from, to, raw: row.reply_raw } : undefined,
   };
 }
@@ -114,13 +139,18 @@ export class MemoryStore implements StateStore {
   async get(key: string) {
     return this.entries.get(key);
   }
-  async begin(key: string, info: { sender: string; bodyHash: string; mutates: boolean }) {
-    this.entries.set(key, { key, state: 'executing', sender: info.sender, bodyHash: info.bodyHash, mutates: info.mutates });
+  async begin(key: string, info: BeginInfo, expected: { attempt: number }) {
+    // No await between the check and the write: atomic within the process.
+    if ((this.entries.get(key)?.attempt ?? 0) !== expected.attempt) return false;
+    this.entries.set(key, { key, state: 'executing', sender: info.sender, bodyHash: info.bodyHash, mutates: info.mutates, attempt: expected.attempt + 1 });
+    return true;
   }
-  async saveReply(key: string, reply: StoredReply) {
-    const entry = this.entries.get(key)!;
+  async saveReply(key: string, reply: StoredReply, expected?: { attempt: number }) {
+    const entry = this.entries.get(key);
+    if (!entry || (expected && entry.attempt !== expected.attempt)) return false;
     this.entries.set(key, { ...entry, state: 'reply-pending', reply });
     this.outbox.set(key, { queuedAt: Date.now(), nextAttemptAt: 0, attempts: 0 });
+    return true;
   }
   async markReplied(key: string) {
     const entry = this.entries.get(key)!;
@@ -194,6 +224,7 @@ CREATE TABLE IF NOT EXISTS journal (
   next_attempt_at INTEGER,
   attempts    INTEGER NOT NULL DEFAULT 0,
   last_error  TEXT,
+  attempt     INTEGER NOT NULL DEFAULT 0,
   created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
   updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
 );
@@ -204,7 +235,14 @@ CREATE TABLE IF NOT EXISTS confirmations (
 CREATE TABLE IF NOT EXISTS events (kind TEXT NOT NULL, subject TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL);`;
 
-const OUTBOX_COLUMNS = [['queued_at', 'INTEGER'], ['next_attempt_at', 'INTEGER'], ['attempts', 'INTEGER NOT NULL DEFAULT 0'], ['last_error', 'TEXT']];
+/** Columns added after the first journal format: the outbox's (attempts: failed sendings) and the handling attempt. */
+const ADDED_JOURNAL_COLUMNS = [
+  ['queued_at', 'INTEGER'],
+  ['next_attempt_at', 'INTEGER'],
+  ['attempts', 'INTEGER NOT NULL DEFAULT 0'],
+  ['last_error', 'TEXT'],
+  ['attempt', 'INTEGER NOT NULL DEFAULT 0'],
+];
 
 const SCHEMA_INDEXES = `
 CREATE INDEX IF NOT EXISTS events_by_time ON events (kind, at);
@@ -219,9 +257,9 @@ export class SqliteStore implements StateStore {
   constructor(path: string) {
     this.db = openStateFile(path, 'state store', (db) => {
       db.exec(SCHEMA_TABLES);
-      // Journals written by an earlier version lack the outbox columns.
+      // Journals written by an earlier version lack the outbox columns and the attempt counter.
       const columns = new Set((db.pragma('table_info(journal)') as { name: string }[]).map((c) => c.name));
-      for (const [name, type] of OUTBOX_COLUMNS) if (!columns.has(name)) db.exec(`ALTER TABLE journal ADD COLUMN ${name} ${type}`);
+      for (const [name, type] of ADDED_JOURNAL_COLUMNS) if (!columns.has(name)) db.exec(`ALTER TABLE journal ADD COLUMN ${name} ${type}`);
       db.exec(SCHEMA_INDEXES);
     });
   }
@@ -231,22 +269,28 @@ export class SqliteStore implements StateStore {
     return row && journalEntryFromRow(row);
   }
 
-  async begin(key: string, info: { messageId?: string; sender: string; bodyHash: string; mutates: boolean }) {
-    this.db
-      .prepare(
-        `INSERT INTO journal (key, message_id, sender, body_hash, mutates, state) VALUES (?, ?, ?, ?, ?, 'executing')
-         ON CONFLICT(key) DO UPDATE SET state = 'executing', mutates = excluded.mutates, updated_at = ${NOW_SQL}`,
-      )
-      .run(key, info.messageId ?? null, info.sender, info.bodyHash, info.mutates ? 1 : 0);
+  async begin(key: string, info: BeginInfo, expected: { attempt: number }): Promise<boolean> {
+    // One statement, so one write transaction: a second process waits for it, then finds the
+    // attempt moved on and changes nothing. Attempt 0 also covers "no entry yet" (the insert).
+    const statement =
+      expected.attempt === 0
+        ? `INSERT INTO journal (key, message_id, sender, body_hash, mutates, state, attempt) VALUES (@key, @messageId, @sender, @bodyHash, @mutates, 'executing', 1)
+           ON CONFLICT(key) DO UPDATE SET state = 'executing', mutates = excluded.mutates, attempt = 1, updated_at = ${NOW_SQL} WHERE journal.attempt = 0`
+        : `UPDATE journal SET state = 'executing', mutates = @mutates, attempt = @attempt + 1, updated_at = ${NOW_SQL} WHERE key = @key AND attempt = @attempt`;
+    const changed = this.db
+      .prepare(statement)
+      .run({ key, messageId: info.messageId ?? null, sender: info.sender, bodyHash: info.bodyHash, mutates: info.mutates ? 1 : 0, attempt: expected.attempt }).changes;
+    return changed === 1;
   }
 
-  async saveReply(key: string, reply: StoredReply) {
-    this.db
+  async saveReply(key: string, reply: StoredReply, expected?: { attempt: number }): Promise<boolean> {
+    const changed = this.db
       .prepare(
         `UPDATE journal SET state = 'reply-pending', reply_id = ?, reply_from = ?, reply_to = ?, reply_raw = ?,
-         queued_at = ?, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = ${NOW_SQL} WHERE key = ?`,
+         queued_at = ?, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = ${NOW_SQL} WHERE key = ? AND (? IS NULL OR attempt = ?)`,
       )
-      .run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key);
+      .run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key, expected?.attempt ?? null, expected?.attempt ?? null).changes;
+    return changed === 1;
   }
 
   async takeDueReplies(now: number, leaseMs: number, limit: number): Promise<OutboxEntry[]> {
