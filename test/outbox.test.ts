@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Config } from '../src/config/types';
-import { Outbox, backoff } from '../src/mail/outbox';
+import { Outbox, backoff, outboxLeaseMs, outboxPass } from '../src/mail/outbox';
 import { createSmtpSender, type SmtpSender } from '../src/mail/smtp';
 import { SqliteStore, type StateStore } from '../src/state/store';
 import { demoConfig, tempDir } from './support/env';
@@ -19,7 +19,7 @@ async function queueReply(store: StateStore, to = 'ops@example.com'): Promise<st
   const n = ++seq;
   const key = `mid:<outbox-${n}@example.com>`;
   const messageId = `<reply-${n}@example.com>`;
-  await store.begin(key, { sender: to, bodyHash: `h${n}`, mutates: false });
+  await store.begin(key, { sender: to, bodyHash: `h${n}`, mutates: false }, { attempt: 0 });
   const raw = Buffer.from(`From: agent@example.com\r\nTo: ${to}\r\nMessage-ID: ${messageId}\r\nSubject: Re: ${n}\r\n\r\nreply ${n}\r\n`);
   await store.saveReply(key, { messageId, from: 'agent@example.com', to: [to], raw });
   return key;
@@ -50,6 +50,30 @@ test('backoff doubles from 1 s, is capped at 5 min, and is jittered', () => {
   }
   const samples = new Set(Array.from({ length: 20 }, () => backoff(5)));
   assert.ok(samples.size > 1, 'jitter');
+});
+
+test('a pass takes no more replies than the sender has connections, and leases them for one conversation each', () => {
+  const conversation = outboxLeaseMs(withSmtp(25)); // 5 s timeout: 2 × 5 + 10 s
+  assert.is(conversation, 20_000);
+  // The agent's pool of 4, `run`'s pool of 2: the queue never outlasts the lease.
+  assert.equal(outboxPass(20, 4, conversation), { take: 4, leaseMs: 20_000 });
+  assert.equal(outboxPass(20, 2, conversation), { take: 2, leaseMs: 20_000 });
+  assert.equal(outboxPass(3, 4, conversation), { take: 3, leaseMs: 20_000 });
+  assert.equal(outboxPass(20, 1, conversation), { take: 1, leaseMs: 20_000 });
+  // A sender without a pool opens a connection per reply: the whole batch runs at once.
+  assert.equal(outboxPass(20, undefined, conversation), { take: 20, leaseMs: 20_000 });
+  // Whatever is taken, the lease covers the conversations that run one after another.
+  for (const [batch, connections] of [[20, 4], [7, 3], [1, 1], [50, 8], [5, 0]]) {
+    const { take, leaseMs } = outboxPass(batch, connections, conversation);
+    const rounds = Math.ceil(take / Math.max(1, connections));
+    assert.ok(take >= 1 && take <= batch, `${batch}/${connections}`);
+    assert.ok(leaseMs >= rounds * conversation, `${batch}/${connections}: ${leaseMs} ms for ${rounds} rounds`);
+  }
+  for (const [options, connections] of [[{ pooled: true }, 4], [{ pooled: true, maxConnections: 2 }, 2], [{}, undefined]] as const) {
+    const sender = createSmtpSender(withSmtp(25), options);
+    assert.is(sender.connections, connections);
+    sender.close();
+  }
 });
 
 test('a stored reply is sent byte for byte and marked replied', async () => {

@@ -23,6 +23,8 @@ function schedConfig(name: string, state?: (raw: Record<string, any>) => void): 
       jobs: {
         tick: { command: ['/bin/sh', '-c', 'echo "fired $MAILAGENT_RUN_ID" >> "$OUT"'], env: { OUT: join(dir, `${name}.out`) } },
         slow: { command: ['/bin/sh', '-c', 'sleep 0.5; echo done'] },
+        // Runs while its hold file exists (60 s at most).
+        held: { command: ['/bin/sh', '-c', 'i=0; while [ -e "$HOLD" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; echo released'], env: { HOLD: join(dir, `${name}.hold`) } },
       },
     };
     raw.state.path = join(dir, `${name}.db`);
@@ -157,6 +159,39 @@ test('stop() waits for a job the scheduler started', async () => {
   assert.is(run.status, 'ok');
   assert.is(run.tail, 'done');
   await store.close();
+});
+
+test('stop(deadline) gives up on a long job at the deadline; reload() keeps the running job and the next firings', async () => {
+  const { writeFileSync, rmSync } = await import('node:fs');
+  const { drainJobs } = await import('../src/services/jobs/runner');
+  const config = schedConfig('bounded');
+  const hold = join(dir, 'bounded.hold');
+  writeFileSync(hold, '');
+  const store = await openJobsStore(config);
+  await store.setSchedule({ job: 'held', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
+  let clock = new Date('2026-11-30T10:00:59Z');
+  const logs: string[] = [];
+  const scheduler = startScheduler({ config, owner: 'solo', now: () => clock, log: (level, message) => logs.push(`${level} ${message}`), intervalMs: 20 });
+  try {
+    clock = new Date('2026-11-30T10:01:00.100Z');
+    await until(async () => (await store.listRuns({ limit: 1 })).length === 1);
+    // A reload while the job runs: the job is not started a second time, the scheduler goes on.
+    scheduler.reload(schedConfig('bounded'));
+    clock = new Date('2026-11-30T10:02:00.100Z');
+    await until(async () => logs.some((l) => l.includes('still running from its previous firing')));
+    assert.ok(logs.some((l) => l.includes('still running from its previous firing')), logs.join('\n'));
+    assert.is((await store.listRuns({ limit: 5 })).length, 1);
+
+    await scheduler.stop(Date.now() + 300);
+    assert.ok(logs.some((l) => l.startsWith('warn scheduled jobs still running at shutdown: held')), logs.join('\n'));
+    const [run] = await store.listRuns({ limit: 1 });
+    assert.is(run.status, 'running', 'stop() returned while the job still ran');
+  } finally {
+    rmSync(hold, { force: true });
+    await scheduler.stop();
+    assert.ok(await drainJobs(15_000), 'the held job ends once its file is gone');
+    await store.close();
+  }
 });
 
 async function postgresReachable(): Promise<boolean> {

@@ -175,6 +175,36 @@ test('SIGTERM while the job runs: the agent waits for it, mails the result, then
   assertFollowUp(replies[1], request, runId);
 });
 
+test('SIGTERM while a job runs for a minute: the agent gives up on it at the drain deadline and exits 0 soon after', async () => {
+  const hold = join(work.dir, 'long.hold');
+  const script = join(work.dir, 'long.sh');
+  // Runs while its hold file exists, 60 s at most; the test removes the file at the end.
+  writeFileSync(script, `#!/bin/sh\ni=0\nwhile [ -e '${hold}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done\necho long job done\n`);
+  chmodSync(script, 0o755);
+  writeFileSync(hold, '');
+  try {
+    const agent = startAgent(writeConfig('long', (raw) => {
+      raw.services.jobs = { replyAfterSeconds: 1, timezone: 'UTC', jobs: { long: { description: 'runs for a minute', command: [script], timeoutSeconds: 120 } } };
+      raw.security = { evidence: { 'jobs:run': 'allowlist' } };
+    }));
+    await agent.waitFor((l) => l.msg === 'ready', { timeoutMs: 30_000 });
+    const request = await sendMail(stack, { subject: 'long one', text: 'jobs run long\n' });
+    await agent.waitFor(handledKey(request), { timeoutMs: 30_000 });
+    await agent.waitFor((l) => l.msg === 'sent', { timeoutMs: 30_000 });
+
+    const signalledAt = Date.now();
+    agent.child.kill('SIGTERM');
+    assert.is(await agent.exit, 0, `exit 0; log:\n${dumpLogs(agent.logs.slice(-20))}`);
+    const seconds = (Date.now() - signalledAt) / 1000;
+    // The drain deadline is 10 s; the job would hold the process for a minute.
+    assert.ok(seconds < 10 + 8, `the agent exited ${seconds} s after SIGTERM; log:\n${dumpLogs(agent.logs.slice(-20))}`);
+    assert.ok(agent.logs.some((l) => /jobs still running at shutdown/.test(l.line.msg ?? '')), 'the unfinished job is reported');
+    assert.ok(agent.logs.some((l) => l.line.msg === 'stopped'));
+  } finally {
+    rmSync(hold, { force: true });
+  }
+});
+
 /** UIDVALIDITY of a folder of the agent's mailbox, as the server reports it. */
 async function uidValidity(folder: string): Promise<bigint> {
   return withImap(stack, 'agent', async (client) => {

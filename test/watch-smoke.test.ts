@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROOT, exampleConfigObject, mail, tempDir } from './support/env';
-import { fetchAll, folderCounts, sendMail, waitForCount, withImap } from './support/imap';
+import { appendMail, fetchAll, folderCounts, sendMail, waitForCount, withImap } from './support/imap';
 import { startMailStack, type MailStack } from './support/mailstack';
 
 // A first end-to-end run of the built binary against a private Postfix + Dovecot:
@@ -190,7 +190,7 @@ test('after a crash: a read-only request left executing is run again, a changing
   try {
     for (const [raw, mutates] of [[readOnly, false], [changing, true]] as const) {
       const parsed = await parseMail(raw);
-      await store.begin(`mid:${parsed.messageId}`, { messageId: parsed.messageId, sender: 'ops@example.com', bodyHash: bodyHash(parsed), mutates });
+      await store.begin(`mid:${parsed.messageId}`, { messageId: parsed.messageId, sender: 'ops@example.com', bodyHash: bodyHash(parsed), mutates }, { attempt: 0 });
     }
     assert.ok(await store.claim('msg:mid:<crash-ro@example.com>', `${hostname()}:${deadPid}`, Date.now(), Date.now() + 600_000));
   } finally {
@@ -217,6 +217,91 @@ test('after a crash: a read-only request left executing is run again, a changing
   assert.match(unknown.subject, 'outcome unknown');
   assert.match(unknown.text, 'not run again');
   assert.equal(await folderCounts(stack, 'agent', ['Processing']), { Processing: 0 });
+});
+
+test('the Processing folder deleted under a running agent: the refused MOVE makes it reconnect, recreate the folder and answer; --once also ends', async () => {
+  const agent = startAgent(['watch', '--config', writeConfig('nofolder.json')]);
+  await agent.waitFor((l) => l.msg === 'ready');
+  await withImap(stack, 'agent', (client) => client.mailboxDelete('Processing'));
+  const before = (await fetchAll(stack, 'ops')).length;
+  const id = await sendMail(stack, { subject: 'no folder', text: 'db tables\n' });
+  const handled = await agent.waitFor((l) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`, 30_000);
+  assert.is(handled.decision, 'executed');
+  assert.ok(agent.logs.some((l) => l.msg === 'IMAP connection lost' && /refused to move/.test(JSON.stringify(l))), JSON.stringify(agent.logs));
+  assert.ok(agent.logs.some((l) => l.msg === 'created folder' && l.folder === 'Processing'));
+  // One refusal, then a reconnect: no loop of claims.
+  assert.is(agent.logs.filter((l) => l.msg === 'IMAP connection lost').length, 1, JSON.stringify(agent.logs));
+  await waitForCount(stack, 'ops', before + 1);
+  await waitForCount(stack, 'agent', 1, { folder: 'Processed' });
+  agent.child.kill('SIGTERM');
+  assert.is(await agent.exit, 0);
+
+  await withImap(stack, 'agent', async (client) => {
+    await client.mailboxDelete('Processing');
+    await client.append('INBOX', mail('db tables', { Subject: 'no folder, once', 'Message-ID': '<nofolder-once@example.com>' }));
+  });
+  const once = startAgent(['watch', '--once', '--config', writeConfig('nofolder-once.json')]);
+  assert.is(await once.exit, 0, JSON.stringify(once.logs));
+  assert.ok(once.logs.some((l) => l.msg === 'handled' && l.key === 'mid:<nofolder-once@example.com>' && l.decision === 'executed'));
+  assert.equal(await folderCounts(stack, 'agent', ['INBOX', 'Processing']), { INBOX: 0, Processing: 0 });
+});
+
+test('ImapSource: a MOVE the server refuses throws (no silent empty claim); fetchSources cuts each message after maxBytes', async () => {
+  const { ImapSource } = await import('../src/mail/imap-source');
+  const { silentLogger } = await import('../src/core/log');
+  const { validateConfig } = await import('../src/config/load');
+  process.env.IMAP_PASSWORD = stack.users.agent.password;
+  const config = validateConfig(JSON.parse(require('node:fs').readFileSync(writeConfig('source.json'), 'utf8')), join(dir, 'source.json'));
+  const source = await ImapSource.connect(config, silentLogger, { onMail: () => {}, onClose: () => {}, onEvent: () => {} });
+  try {
+    const big = mail(`db tables\n${'0123456789abcdef\n'.repeat(64 * 1024)}`, { 'Message-ID': '<cut@example.com>' }); // ~1.1 MB
+    const small = mail('db tables', { 'Message-ID': '<whole@example.com>' });
+    await withImap(stack, 'agent', async (client) => {
+      await client.append('INBOX', big);
+      await client.append('INBOX', small);
+    });
+    await source.noop(); // the appends, made on another connection, become visible
+    const uids = await source.listUids('INBOX');
+    assert.is(uids.length, 2);
+    const cut = await source.fetchSources('INBOX', uids, 4097);
+    const lengths = [...cut.values()].map((raw) => raw.length).sort((a, b) => a - b);
+    assert.equal(lengths, [small.length, 4097], 'the large one cut after 4097 bytes, the small one whole');
+    assert.equal([...cut.values()].find((raw) => raw.length === 4097), big.subarray(0, 4097));
+    assert.equal((await source.fetchSources('INBOX', uids)).get(uids[0])!.length, big.length, 'no limit: the whole message');
+
+    await withImap(stack, 'agent', (client) => client.mailboxDelete('Processing'));
+    const refused = await source.claim(uids).then(() => undefined, (err: Error) => err);
+    assert.match(refused?.message ?? 'claim returned', /refused to move messages into Processing/);
+    assert.equal(await folderCounts(stack, 'agent', ['INBOX']), { INBOX: 2 }, 'nothing moved');
+  } finally {
+    await source.close();
+    delete process.env.IMAP_PASSWORD;
+    await withImap(stack, 'agent', async (client) => {
+      await client.mailboxCreate('Processing').catch(() => undefined);
+      const inbox = await client.mailboxOpen('INBOX');
+      if (inbox.exists) await client.messageDelete('1:*');
+    });
+  }
+});
+
+test('a 12 MB request with a 1 MB limit: "message too large" to the known sender, and the agent downloads only the limit + 1 byte', async () => {
+  const config = writeConfig('large.json', (raw) => (raw.limits = { ...raw.limits, maxMessageBytes: 1024 * 1024 }));
+  const id = '<large@example.com>';
+  const large = mail(`db tables\n${'x'.repeat(76)}\n`.repeat(1) + `${'y'.repeat(76)}\n`.repeat(12 * 13_500), { Subject: 'large', 'Message-ID': id });
+  assert.ok(large.length > 12 * 1024 * 1024);
+  await appendMail(stack, 'agent', large);
+  const before = (await fetchAll(stack, 'ops')).length;
+  const agent = startAgent(['watch', '--once', '--config', config]);
+  assert.is(await agent.exit, 0, JSON.stringify(agent.logs));
+  const handled = agent.logs.find((l) => l.msg === 'handled' && l.key === `mid:${id}`);
+  assert.ok(handled, JSON.stringify(agent.logs));
+  assert.is(handled!.decision, 'rejected');
+  assert.is(handled!.bytes, 1024 * 1024 + 1, 'the agent held the first limit + 1 bytes, not 12 MB');
+  await waitForCount(stack, 'ops', before + 1);
+  const reply = (await fetchAll(stack, 'ops')).find((m) => m.inReplyTo === id)!;
+  assert.ok(reply, 'the known sender is answered');
+  assert.match(reply.subject, 'message too large');
+  assert.equal(await folderCounts(stack, 'agent', ['INBOX', 'Processing']), { INBOX: 0, Processing: 0 });
 });
 
 test('watch --once --dry-run logs the reply it would send and changes nothing', async () => {

@@ -3,8 +3,9 @@ import { loadConfig } from '../config/load';
 import { resolveSecret } from '../config/secrets';
 import type { Config } from '../config/types';
 import { EXIT, UserError } from '../core/errors';
-import { createLogger, LOG_LEVELS, type LogLevel } from '../core/log';
+import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../core/log';
 import { closeDatabases } from '../services/db';
+import type { Scheduler } from '../services/jobs/scheduler';
 import { closeJobsStores } from '../services/jobs/stores';
 import { openStateStore } from '../state/open';
 import { MemoryStore, type StateStore } from '../state/store';
@@ -47,7 +48,7 @@ export async function handler(argv: WatchArgs): Promise<number> {
   const agent = new Agent({ config, store, log, identity, once, dryRun, drainMs: once ? 30_000 : 10_000 });
 
   // Scheduled jobs run in the long-lived agent only; several agents share them through the store.
-  let scheduler: { stop(): Promise<void> } | undefined;
+  let scheduler: Scheduler | undefined;
   const startJobs = (cfg: Config) => {
     if (once || dryRun || !cfg.services.jobs) return undefined;
     const { startScheduler } = require('../services/jobs/scheduler') as typeof import('../services/jobs/scheduler');
@@ -56,7 +57,9 @@ export async function handler(argv: WatchArgs): Promise<number> {
   scheduler = startJobs(config);
 
   let signals = 0;
+  let stopping = false;
   const onStop = (signal: NodeJS.Signals) => {
+    stopping = true;
     if (++signals > 1) {
       // A second signal: stop now; what was in hand is recovered by the next start.
       log.warn('second signal: exiting at once', { signal });
@@ -65,30 +68,63 @@ export async function handler(argv: WatchArgs): Promise<number> {
     log.info('signal received', { signal });
     agent.stop();
   };
+  // One reload at a time, none once stopping (it would start a scheduler nobody stops). The
+  // scheduler keeps running through a reload: a long job does not hold up the next firings.
+  let reloads: Promise<void> = Promise.resolve();
+  const reload = async () => {
+    if (stopping) return;
+    try {
+      const fresh = await loadConfig(argv.config);
+      checkSections(fresh, dryRun);
+      if (stopping) return;
+      agent.reload(fresh);
+      if (scheduler) scheduler.reload(fresh);
+      else scheduler = startJobs(fresh);
+    } catch (err) {
+      log.error('config not reloaded; the previous one stays in force', { error: (err as Error).message });
+    }
+  };
   const onReload = () => {
-    loadConfig(argv.config)
-      .then(async (fresh) => {
-        checkSections(fresh, dryRun);
-        agent.reload(fresh);
-        await scheduler?.stop();
-        scheduler = startJobs(fresh);
-      })
-      .catch((err) => log.error('config not reloaded; the previous one stays in force', { error: (err as Error).message }));
+    reloads = reloads.then(reload);
   };
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
   process.on('SIGHUP', onReload);
+  let code: number | undefined;
   try {
-    return await agent.run();
+    code = await agent.run();
+    return code;
   } finally {
+    stopping = true;
     process.off('SIGTERM', onStop);
     process.off('SIGINT', onStop);
     process.off('SIGHUP', onReload);
-    await scheduler?.stop();
+    await reloads;
+    // The agent's shutdown already gave running jobs the drain time.
+    await scheduler?.stop(Date.now() + SCHEDULER_STOP_MS);
     await closeDatabases();
     await closeJobsStores();
     await store.close();
     identity?.retire();
     log.info('stopped', { handled: agent.status().messagesHandled });
+    exitSoon(log, () => code ?? EXIT.TEMPFAIL);
   }
+}
+
+/** How long the scheduler may still wait for its jobs once the agent has drained. */
+const SCHEDULER_STOP_MS = 1000;
+/** How long after the cleanup the process may take to end by itself. */
+const EXIT_GRACE_MS = 2000;
+
+/**
+ * Everything is closed, but a job still running (its output pipes) or a library's handle could
+ * keep the process alive: it ends after a short grace all the same, saying what was left.
+ */
+function exitSoon(log: Logger, code: () => number): void {
+  const timer = setTimeout(() => {
+    const left = process.getActiveResourcesInfo().filter((what) => what !== 'Timeout');
+    log.warn('still busy after shutdown: exiting anyway', { left });
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : code());
+  }, EXIT_GRACE_MS);
+  timer.unref();
 }

@@ -158,21 +158,29 @@ export class ImapSource {
    * when agents share the mailbox, each message is moved by one of them). Returns, for each UID this
    * agent moved, its UID in the processing folder; a message another agent took is absent. Without
    * UIDPLUS the new UIDs are unknown: 'unknown' then, and the caller scans the processing folder.
+   * Throws when the server refuses the move (processing folder deleted, quota, ACL): the caller
+   * reconnects after a pause, which recreates missing folders, instead of listing and retrying at once.
    */
   async claim(uids: number[]): Promise<Map<number, number> | 'unknown'> {
     if (uids.length === 0) return new Map();
     await this.select(this.folders.inbox);
     const result = await this.client.messageMove(uids, this.folders.processing, { uid: true });
+    if (result === false) throw new Error(`the server refused to move messages into ${this.folders.processing}`);
     if (!this.client.capabilities.has('UIDPLUS')) return 'unknown';
     return result && result.uidMap ? result.uidMap : new Map();
   }
 
-  /** Raw RFC 822 bytes of messages in a folder, by UID (a message that vanished is absent). */
-  async fetchSources(path: string, uids: number[]): Promise<Map<number, Buffer>> {
+  /**
+   * Raw RFC 822 bytes of messages in a folder, by UID (a message that vanished is absent), each cut
+   * after `maxBytes` bytes: a message longer than the size limit is never held whole (the pipeline
+   * reads only the header of one that is too large).
+   */
+  async fetchSources(path: string, uids: number[], maxBytes = Infinity): Promise<Map<number, Buffer>> {
     const out = new Map<number, Buffer>();
     if (uids.length === 0) return out;
     await this.select(path);
-    for (const message of await this.client.fetchAll(uids, { uid: true, source: true }, { uid: true })) {
+    const source = Number.isFinite(maxBytes) ? { start: 0, maxLength: maxBytes } : true;
+    for (const message of await this.client.fetchAll(uids, { uid: true, source }, { uid: true })) {
       if (message.source) out.set(message.uid, message.source);
     }
     return out;
@@ -183,13 +191,6 @@ export class ImapSource {
     if (uids.length === 0) return true;
     await this.select(from);
     return (await this.client.messageMove(uids, to, { uid: true })) !== false;
-  }
-
-  /** Deletes messages from a folder (flag \\Deleted and expunge them). */
-  async remove(uids: number[], from: string): Promise<boolean> {
-    if (uids.length === 0) return true;
-    await this.select(from);
-    return await this.client.messageDelete(uids, { uid: true });
   }
 
   async noop(): Promise<void> {

@@ -14,9 +14,9 @@ export interface OutboxOptions {
   /** The sender to use now (the agent swaps it when the config is reloaded). */
   sender: () => SmtpSender;
   log?: Logger;
-  /** Replies taken per pass (default 20). */
+  /** Replies taken per pass at most (default 20); never more than the sender's connections. */
   batch?: number;
-  /** How long a taken reply is ours; must outlast an SMTP conversation (default 2 min; see outboxLeaseMs). */
+  /** How long a taken reply is ours; must outlast one SMTP conversation (default 2 min; see outboxLeaseMs and outboxPass). */
   leaseMs?: number;
   /** Delay before the next attempt after `attempts` failed ones (default: backoff()). */
   retryDelay?: (attempts: number) => number;
@@ -39,6 +39,19 @@ export interface BackoffOptions {
  */
 export function outboxLeaseMs(config: Config): number {
   return ((config.smtp?.timeoutSeconds ?? 30) * 2 + 10) * 1000;
+}
+
+/**
+ * How many replies one pass takes, and for how long. The replies of a pass are sent at once, but a
+ * pooled sender runs only `connections` conversations at a time and queues the rest, so a pass
+ * larger than the pool would need its lease to cover several conversations in a row; a reply whose
+ * lease ran out in the queue would be sent by another agent too. So a pass takes no more replies
+ * than there are connections, and the lease covers one conversation per connection in use.
+ */
+export function outboxPass(batch: number, connections: number | undefined, conversationMs: number): { take: number; leaseMs: number } {
+  const pool = connections === undefined ? Infinity : Math.max(1, Math.floor(connections));
+  const take = Math.max(1, Math.min(batch, pool));
+  return { take, leaseMs: conversationMs * Math.max(1, Math.ceil(take / pool)) };
 }
 
 /** min(max, base·2^n), jittered. */
@@ -107,7 +120,8 @@ export class Outbox {
         do {
           this.again = false;
           while (this.now() < deadline) {
-            const due = await this.store.takeDueReplies(this.now(), this.leaseMs, this.batch);
+            const pass = outboxPass(this.batch, this.sender().connections, this.leaseMs);
+            const due = await this.store.takeDueReplies(this.now(), pass.leaseMs, pass.take);
             if (due.length === 0) break;
             const sent = await Promise.all(due.map((entry) => this.sendOne(entry)));
             // Nothing got through: the server is down; the timer or the next kick comes back.

@@ -8,6 +8,8 @@ type Envelope = { from: string; to: string[] };
 export interface SmtpSender {
   send(envelope: Envelope, raw: Buffer): Promise<void>;
   close(): void;
+  /** How many sends run at the same time (a pool's size); more wait in its queue. Unset: no limit. */
+  readonly connections?: number;
 }
 
 function transportOptions(config: Config, smtp: SmtpConfig) {
@@ -33,10 +35,12 @@ export function createSmtpSender(config: Config, options: { pooled?: boolean; ma
   if (!config.smtp) throw new Error('smtp is not configured');
   const nodemailer = require('nodemailer') as typeof import('nodemailer');
   const base = transportOptions(config, config.smtp);
+  const connections = options.pooled ? options.maxConnections ?? 4 : undefined;
   const transport = options.pooled
-    ? nodemailer.createTransport({ ...base, pool: true, maxConnections: options.maxConnections ?? 4, maxMessages: 1000 })
+    ? nodemailer.createTransport({ ...base, pool: true, maxConnections: connections, maxMessages: 1000 })
     : nodemailer.createTransport(base);
   return {
+    connections,
     async send(envelope, raw) {
       await transport.sendMail({ envelope, raw });
     },

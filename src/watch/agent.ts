@@ -28,9 +28,9 @@ export interface AgentOptions {
   drainMs?: number;
 }
 
-/** Messages claimed (and fetched) per IMAP round trip. */
-const CLAIM_BATCH = 50;
-/** Messages downloaded at once: up to limits.maxMessageBytes each. */
+/** Messages of the processing folder recovered per round. */
+const RECOVERY_BATCH = 50;
+/** Messages downloaded, leased and claimed at once: up to limits.maxMessageBytes + 1 bytes each. */
 const FETCH_BATCH = 10;
 /** Messages of one batch processed at the same time. */
 const CONCURRENCY = 10;
@@ -47,22 +47,29 @@ export function reconnectDelay(n: number): number {
   return Math.round(plain * (0.8 + Math.random() * 0.4));
 }
 
+/** A message in the processing folder that this agent holds the lease of. */
+interface Held {
+  uid: number;
+  raw: Buffer;
+  key: string;
+  lease: MessageLease;
+}
+
 interface Handled {
   uid: number;
-  /**
-   * Where the message goes now: filed, or deleted as a second copy of a message another agent
-   * holds; undefined: it stays (another agent is on it, or a temporary failure).
-   */
-  to?: 'processed' | 'rejected' | 'delete';
-  lease?: MessageLease;
+  /** Where the message goes now; undefined: it stays (a temporary failure). */
+  to?: 'processed' | 'rejected';
+  lease: MessageLease;
 }
 
 /**
  * The mailbox agent: one small state machine (disconnected → connecting → syncing → idle) around
  * one IMAP connection. After every (re)connect it catches up — first the processing folder
  * (messages a crashed agent left), then every message in the inbox — and then waits for the
- * server's EXISTS (IDLE) or its own poll timer. Each message is claimed by MOVE, leased in the
- * state store, run through processMessage, and filed once its reply is in the outbox.
+ * server's EXISTS (IDLE) or its own poll timer. Each message is leased in the state store, then
+ * claimed by MOVE, run through processMessage, and filed once its reply is in the outbox. The lease
+ * comes first so that a message in the processing folder always has a live holder, unless its
+ * agent died: recovery then never takes a message another agent has just moved.
  */
 export class Agent {
   private config: Config;
@@ -257,8 +264,8 @@ export class Agent {
     const source = this.source!;
     const uids = await source.listUids(source.folders.processing);
     if (uids.length) this.log.info('recovering messages left in processing', { count: uids.length });
-    for (let i = 0; i < uids.length && !this.stopping; i += CLAIM_BATCH) {
-      await this.work(source.folders.processing, uids.slice(i, i + CLAIM_BATCH), 'recovery');
+    for (let i = 0; i < uids.length && !this.stopping; i += RECOVERY_BATCH) {
+      await this.work(source.folders.processing, uids.slice(i, i + RECOVERY_BATCH));
     }
   }
 
@@ -273,11 +280,10 @@ export class Agent {
         break;
       }
       if (uids.length === 0 || this.stopping) break;
-      for (let i = 0; i < uids.length && !this.stopping; i += CLAIM_BATCH) {
-        const claimed = await source.claim(uids.slice(i, i + CLAIM_BATCH));
-        if (claimed === 'unknown') await this.recoverProcessing();
-        else if (claimed.size) await this.work(source.folders.processing, [...claimed.values()], 'inbox');
-      }
+      let claimed = 0;
+      for (let i = 0; i < uids.length && !this.stopping; i += FETCH_BATCH) claimed += await this.claimSlice(uids.slice(i, i + FETCH_BATCH));
+      // What is left is leased by other agents (they move it) or gone: listing again now would spin.
+      if (claimed === 0) break;
       if (this.once && !this.mailWaiting) {
         // --once handles what was there when it looked, plus what came meanwhile, then stops.
         const more = await source.listUids(source.folders.inbox);
@@ -288,19 +294,71 @@ export class Agent {
     this.lastEvent = { what: 'synced', at: new Date() };
   }
 
-  /** Fetches, handles and files messages that this agent holds in `folder`, a few at a time (memory). */
-  private async work(folder: string, uids: number[], origin: 'inbox' | 'recovery'): Promise<void> {
-    for (let i = 0; i < uids.length; i += FETCH_BATCH) await this.workSlice(folder, uids.slice(i, i + FETCH_BATCH), origin);
+  /** Downloads messages of `folder` (cut after the size limit), each with the lease of its key taken; a message another agent holds is left out. */
+  private async fetchAndLease(folder: string, uids: number[]): Promise<Held[]> {
+    const maxBytes = this.config.limits.maxMessageBytes;
+    const fetched = [...(await this.source!.fetchSources(folder, uids, maxBytes + 1))];
+    const taken = await Promise.allSettled(
+      fetched.map(async ([uid, raw]): Promise<Held | undefined> => {
+        const key = await messageKey(raw, maxBytes);
+        const lease = await leaseMessage(this.store, this.identity!, key);
+        if (lease) return { uid, raw, key, lease };
+        this.log.debug('message is being handled by another agent', { key, uid, folder });
+        return undefined;
+      }),
+    );
+    const held = taken.flatMap((t) => (t.status === 'fulfilled' && t.value ? [t.value] : []));
+    const failed = taken.find((t): t is PromiseRejectedResult => t.status === 'rejected');
+    if (failed) {
+      await Promise.all(held.map((h) => h.lease.release().catch(() => undefined)));
+      throw failed.reason;
+    }
+    return held;
   }
 
-  private async workSlice(folder: string, uids: number[], origin: 'inbox' | 'recovery'): Promise<void> {
+  /**
+   * Claims a few inbox messages: leases them, then moves the leased ones into the processing folder,
+   * and handles them there. Returns how many it moved.
+   */
+  private async claimSlice(uids: number[]): Promise<number> {
     const source = this.source!;
-    const sources = await source.fetchSources(folder, uids);
-    const results = await mapLimit([...sources], CONCURRENCY, ([uid, raw]) => this.handle(uid, raw, origin));
+    const leased = await this.fetchAndLease(source.folders.inbox, uids);
+    if (leased.length === 0) return 0;
+    let claimed: Map<number, number> | 'unknown';
+    try {
+      claimed = await source.claim(leased.map((h) => h.uid));
+    } catch (err) {
+      await Promise.all(leased.map((h) => h.lease.release().catch(() => undefined)));
+      throw err;
+    }
+    if (claimed === 'unknown') {
+      // Without UIDPLUS the new UIDs are unknown: give the leases back and take the messages up in the processing folder.
+      await Promise.all(leased.map((h) => h.lease.release().catch(() => undefined)));
+      await this.recoverProcessing();
+      return leased.length;
+    }
+    const moved: Held[] = [];
+    for (const h of leased) {
+      const uid = claimed.get(h.uid);
+      if (uid === undefined) await h.lease.release().catch(() => undefined); // gone from the inbox meanwhile
+      else moved.push({ ...h, uid });
+    }
+    await this.handleAndFile(source.folders.processing, moved, 'inbox');
+    return moved.length;
+  }
+
+  /** Fetches, handles and files messages left in `folder`, a few at a time (memory). */
+  private async work(folder: string, uids: number[]): Promise<void> {
+    for (let i = 0; i < uids.length && !this.stopping; i += FETCH_BATCH) {
+      await this.handleAndFile(folder, await this.fetchAndLease(folder, uids.slice(i, i + FETCH_BATCH)), 'recovery');
+    }
+  }
+
+  private async handleAndFile(folder: string, held: Held[], origin: 'inbox' | 'recovery'): Promise<void> {
+    const source = this.source!;
+    const results = await mapLimit(held, CONCURRENCY, (h) => this.handle(h, origin));
     const done = new Set<number>();
     try {
-      const copies = results.filter((r) => r.to === 'delete').map((r) => r.uid);
-      if (copies.length && !(await source.remove(copies, folder))) this.log.warn('could not delete duplicate copies', { count: copies.length });
       for (const to of ['processed', 'rejected'] as const) {
         const group = results.filter((r) => r.to === to).map((r) => r.uid);
         const target = to === 'processed' ? source.folders.processed : source.folders.rejected;
@@ -310,25 +368,12 @@ export class Agent {
       }
     } finally {
       // Filed: keep the lease (it marks the message as done for a while); otherwise give it back.
-      await Promise.all(results.map((r) => (done.has(r.uid) ? r.lease && this.keep(r.lease) : r.lease?.release().catch(() => undefined))));
+      await Promise.all(results.map((r) => (done.has(r.uid) ? this.keep(r.lease) : r.lease.release().catch(() => undefined))));
     }
   }
 
-  private async handle(uid: number, raw: Buffer, origin: 'inbox' | 'recovery'): Promise<Handled> {
-    const key = messageKey(raw);
-    let lease: MessageLease | undefined;
+  private async handle({ uid, raw, key, lease }: Held, origin: 'inbox' | 'recovery'): Promise<Handled> {
     try {
-      lease = await leaseMessage(this.store, this.identity!, key);
-      if (!lease && origin === 'inbox') {
-        // This agent's MOVE made this copy, yet another agent holds the message: both MOVEs
-        // succeeded (a MOVE is copy + expunge on some servers). The other copy is the one handled.
-        this.log.info('handled', { key, decision: 'duplicate-copy', uid });
-        return { uid, to: 'delete' };
-      }
-      if (!lease) {
-        this.log.debug('message is being handled by another agent', { key, uid });
-        return { uid };
-      }
       if (origin === 'recovery' && (await this.store.get(key))?.state === 'replied') {
         // Answered before the agent stopped; only the filing was missing.
         this.log.info('handled', { key, decision: 'already-answered', uid, recovered: true });
@@ -348,6 +393,7 @@ export class Agent {
         decision: outcome.kind === 'reply' ? outcome.decision : 'dropped',
         ...(outcome.kind === 'silent' && { reason: outcome.reason }),
         uid,
+        bytes: raw.length,
         ...(origin === 'recovery' && { recovered: true }),
         ms: Math.round(performance.now() - started),
       });
@@ -363,12 +409,13 @@ export class Agent {
   private async showDryRun(uids: number[]): Promise<void> {
     const source = this.source!;
     const fresh = uids.filter((uid) => !this.shown.has(`${source.inboxValidity}:${uid}`));
-    const sources = await source.fetchSources(source.folders.inbox, fresh);
+    const maxBytes = this.config.limits.maxMessageBytes;
+    const sources = await source.fetchSources(source.folders.inbox, fresh, maxBytes + 1);
     for (const [uid, raw] of sources) {
       this.shown.add(`${source.inboxValidity}:${uid}`);
       const outcome = await processMessage(raw, this.deps(raw));
       this.handled++;
-      const key = outcome.kind === 'reply' ? outcome.key : messageKey(raw);
+      const key = outcome.kind === 'reply' ? outcome.key : await messageKey(raw, maxBytes);
       if (outcome.kind === 'silent') {
         this.log.info('handled', { key, decision: 'dropped', reason: outcome.reason, uid, dryRun: true });
         continue;
@@ -379,7 +426,7 @@ export class Agent {
     }
   }
 
-  /** A filed message: its lease stays until it expires, so that a racing copy of it is deleted, not filed twice. */
+  /** A filed message: its lease stays until it expires, so that another agent does not take a second delivered copy of it meanwhile. */
   private keep(lease: MessageLease): void {
     lease.finish();
     const now = Date.now();
@@ -432,8 +479,8 @@ export class Agent {
     this.smtp?.sender.close();
     this.smtp = undefined;
     // Racing copies exist only while agents run side by side. A kept lease outliving a clean stop
-    // would make the next agent delete a message delivered again (say after a UIDVALIDITY change)
-    // as "another agent's copy", where after a crash or 5 minutes later it would file it in rejected.
+    // would keep the next agent from taking a message delivered again (say after a UIDVALIDITY
+    // change) for 5 minutes.
     await Promise.all([...this.keptLeases.keys()].map((lease) => lease.release().catch(() => undefined)));
     this.keptLeases.clear();
     this.setState('disconnected');

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { parseMail } from '../mail/parse';
 
 /** The header block of a raw message, with folded lines joined. */
 function headerLines(raw: Buffer): string[] {
@@ -14,12 +15,28 @@ function header(raw: Buffer, name: string): string | undefined {
 }
 
 /**
- * The journal key the pipeline gives this message (Message-ID, else a hash of the bytes), read
- * without parsing the whole message: agents lease a message under it before processing, and
- * recovery checks the journal with it.
+ * What of the message to parse for its Message-ID: the header block and a blank line. Without a
+ * blank line the pipeline parses all of a message within the size limit, and 64 KiB of a larger one.
  */
-export function messageKey(raw: Buffer): string {
-  const id = header(raw, 'Message-ID')?.match(/<[^<>\s]+>/)?.[0];
+function headerBlock(raw: Buffer, maxMessageBytes: number): Buffer {
+  const cut = [raw.indexOf('\r\n\r\n'), raw.indexOf('\n\n')].filter((i) => i >= 0).sort((a, b) => a - b)[0];
+  if (cut === undefined && raw.length <= maxMessageBytes) return raw;
+  return Buffer.concat([cut === undefined ? raw.subarray(0, 64 * 1024) : raw.subarray(0, cut), Buffer.from('\r\n\r\n')]);
+}
+
+/**
+ * The journal key the pipeline gives this message (its Message-ID, else a hash of the bytes):
+ * agents lease a message under it before claiming it, and recovery checks the journal with it.
+ * The Message-ID comes from the same parser the pipeline uses (on the header block only), so that
+ * unbracketed, folded, encoded or repeated Message-ID headers give the same key in both places.
+ */
+export async function messageKey(raw: Buffer, maxMessageBytes = Infinity): Promise<string> {
+  let id: string | undefined;
+  try {
+    id = (await parseMail(headerBlock(raw, maxMessageBytes))).messageId;
+  } catch {
+    // The pipeline drops an unparseable message; the hash names it all the same.
+  }
   return id ? `mid:${id.toLowerCase()}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
 }
 

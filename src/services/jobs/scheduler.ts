@@ -9,6 +9,13 @@ type Log = (level: 'debug' | 'info' | 'warn' | 'error', message: string, fields?
 /** Catching up after a long pause runs a job once, not once per missed firing; this bounds the search. */
 const MAX_MISSED = 10_000;
 
+export interface Scheduler {
+  /** SIGHUP: later checks and firings use this config; running jobs and the store are kept. */
+  reload(config: Config): void;
+  /** No more firings; waits for running scheduled jobs until `deadline` (epoch ms) at most. */
+  stop(deadline?: number): Promise<void>;
+}
+
 /**
  * Fires the schedules kept in the jobs store, for `watch`. Every second it looks for firings due
  * since its last look, claims each in the store (so that of several agents exactly one runs it)
@@ -25,8 +32,9 @@ export function startScheduler(opts: {
   log: Log;
   /** Pause between checks (default 1000 ms). */
   intervalMs?: number;
-}): { stop(): Promise<void> } {
-  const { config, owner, log } = opts;
+}): Scheduler {
+  const { owner, log } = opts;
+  let config = opts.config;
   const now = opts.now ?? (() => new Date());
   const intervalMs = opts.intervalMs ?? 1000;
   let stopped = false;
@@ -52,10 +60,14 @@ export function startScheduler(opts: {
     }
     const started = await startJob({ config, store, name: job, given: {}, values: defaults.args, who: 'schedule', now });
     log('info', `job ${job} started by its schedule`, { job, runId: started.id, scheduledAt: scheduledAt.toISOString() });
-    const done = started.done.then((result) => {
-      const level = result.status === 'ok' ? 'info' : 'warn';
-      log(level, `job ${job} run ${result.id} ended: ${result.status}`, { job, runId: result.id, exitCode: result.exitCode, signal: result.signal, ms: result.durationMs, ...(result.note && { note: result.note }) });
-    });
+    const done = started.done.then(
+      (result) => {
+        const level = result.status === 'ok' ? 'info' : 'warn';
+        log(level, `job ${job} run ${result.id} ended: ${result.status}`, { job, runId: result.id, exitCode: result.exitCode, signal: result.signal, ms: result.durationMs, ...(result.note && { note: result.note }) });
+      },
+      // Its end could not be recorded (say the store was closed at shutdown while it ran).
+      (err) => log('error', `job ${job} run ${started.id}: its end was not recorded: ${(err as Error).message}`, { job, runId: started.id }),
+    );
     running.set(job, done);
     done.finally(() => running.get(job) === done && running.delete(job));
   }
@@ -67,6 +79,7 @@ export function startScheduler(opts: {
     store ??= await openJobsStore(config);
     const since = lastCheck;
     for (const schedule of await store.listSchedules()) {
+      if (stopped) return; // a check that outlived stop(): start nothing more
       if (!section.jobs[schedule.job]) {
         warnOnce(`gone:${schedule.job}`, `schedule of job ${schedule.job} ignored: the job is not in the config`, { job: schedule.job });
         continue;
@@ -106,12 +119,28 @@ export function startScheduler(opts: {
   };
   timer = setTimeout(loop, intervalMs);
 
+  /** Resolves true when `work` ended before `deadline`, false at the deadline. */
+  async function within(work: Promise<unknown>, deadline: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, Math.max(0, Math.min(deadline - Date.now(), 2 ** 31 - 1)), false)));
+    try {
+      return await Promise.race([work.then(() => true), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   return {
-    async stop() {
+    reload(fresh: Config) {
+      config = fresh;
+    },
+    async stop(deadline = Infinity) {
       stopped = true;
       clearTimeout(timer);
-      await checking;
-      await Promise.all(running.values());
+      const ended = await within(checking.then(() => Promise.all(running.values())), deadline);
+      if (!ended) {
+        log('warn', `scheduled jobs still running at shutdown: ${[...running.keys()].join(', ') || '(starting)'}; they go on, but their end is not recorded`, { jobs: [...running.keys()] });
+      }
       await store?.close().catch(() => undefined);
       store = undefined;
     },
