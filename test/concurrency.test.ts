@@ -14,6 +14,7 @@ import { PgStore } from '../src/state/pg-store';
 import { MemoryStore, SqliteStore, type StateStore } from '../src/state/store';
 import { demoConfig, mail, tempDir, testDeps } from './support/env';
 import { recordingServices } from './support/hostile';
+import { PG_URL, connectPgAdmin } from './support/pg';
 import { readReply } from './support/reply';
 
 /*
@@ -23,7 +24,6 @@ import { readReply } from './support/reply';
  * with gates around the store calls, so each test meets the race it is about on every run.
  */
 
-const PG_URL = process.env.MAILAGENT_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const PG_SCHEMA = `mailagent_concurrency_test_${process.pid}_${randomBytes(4).toString('hex')}`;
 
 const { dir, cleanup } = tempDir('mailagent-concurrency-');
@@ -66,15 +66,8 @@ const pgEngine = (): Engine => {
   return {
     name: 'PgStore',
     open: async () => {
-      const pg = require('pg') as typeof import('pg');
-      const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 5_000 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-      } catch (err) {
-        await client.end().catch(() => undefined);
-        return `PostgreSQL at ${PG_URL} is not reachable: ${(err as Error).message || (err as { code?: string }).code}`;
-      }
+      const client = await connectPgAdmin();
+      if (typeof client === 'string') return client;
       admin = client;
       store = await PgStore.open({ file: join(dir, 'config.json'), state: { path: '', postgres: { url: PG_URL, schema: PG_SCHEMA } } } as unknown as Config);
       return undefined;

@@ -12,6 +12,7 @@ import { openStateStore } from '../src/state/open';
 import { PgStore } from '../src/state/pg-store';
 import { MemoryStore, SqliteStore, type JournalEntry, type StateStore, type StoredReply } from '../src/state/store';
 import { ROOT, demoConfig, exampleConfigObject, mail, tempDir } from './support/env';
+import { PG_URL, connectPgAdmin } from './support/pg';
 import { startSmtpSink } from './support/smtp-sink';
 
 /*
@@ -20,7 +21,6 @@ import { startSmtpSink } from './support/smtp-sink';
  * agents get exactly-once answers (each reply leased once, one lease winner, a token used once).
  */
 
-const PG_URL = process.env.MAILAGENT_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 /** Unique per run, dropped at the end of every suite that uses it. */
 const PG_SCHEMA = `mailagent_state_test_${process.pid}_${randomBytes(4).toString('hex')}`;
 const WORKER = join(__dirname, 'support', 'state-worker.ts');
@@ -74,15 +74,8 @@ function pgEngine(): SharedEngine {
   return {
     name: 'PgStore',
     start: async () => {
-      const pg = require('pg') as typeof import('pg');
-      const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 5_000 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-      } catch (err) {
-        await client.end().catch(() => undefined);
-        return `PostgreSQL at ${PG_URL} is not reachable: ${(err as Error).message || (err as { code?: string }).code}`;
-      }
+      const client = await connectPgAdmin();
+      if (typeof client === 'string') return client;
       admin = client;
       await dropSchemasOfDeadRuns(client);
       return undefined;

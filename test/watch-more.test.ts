@@ -1,9 +1,9 @@
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { dumpLogs, killAgents, startAgentProcess, type AgentProcess } from './support/agent-process';
-import { exampleConfigObject, mail, tempDir } from './support/env';
+import { dumpLogs, handledKey, killAgents, sleep, startAgentProcess, until, writeAgentConfig, type AgentProcess } from './support/agent-process';
+import { mail, tempDir } from './support/env';
 import { appendMail, fetchAll, folderCounts, sendMail, waitForCount, withImap, type FetchedMail } from './support/imap';
 import { startMailStack, type MailStack } from './support/mailstack';
 
@@ -30,17 +30,7 @@ test.after.each(async () => {
   work?.cleanup();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const handledKey = (id: string) => (l: Record<string, any>) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`;
 
-/** Poll until `check` is true; the error names what was awaited. */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** While this file exists the job does not end: the test decides when it is past a point (first reply, SIGTERM). */
 const holdFile = () => join(work.dir, 'hold');
@@ -63,23 +53,6 @@ function writeJobScript(): string {
   return script;
 }
 
-/** A watch config for this test's stack, with its state and audit in `work.dir/<name>`. */
-function writeConfig(name: string, tweak: (raw: Record<string, any>) => void = () => {}): string {
-  const home = join(work.dir, name);
-  mkdirSync(home, { recursive: true });
-  const raw = exampleConfigObject(work.dir);
-  raw.state = { path: join(home, 'state.db') };
-  raw.audit = { path: join(home, 'audit.jsonl') };
-  raw.smtp = { host: '127.0.0.1', port: stack.smtpPort, secure: false, timeoutSeconds: 5 };
-  raw.imap = { host: '127.0.0.1', port: stack.imapPort, secure: false, user: 'agent', password: { env: 'MAILAGENT_IMAP_PASSWORD' } };
-  raw.users = [{ address: 'ops@example.com', roles: ['admin'] }];
-  delete raw.services.db;
-  delete raw.services.jobs;
-  tweak(raw);
-  const file = join(home, 'config.json');
-  writeFileSync(file, JSON.stringify(raw, null, 2));
-  return file;
-}
 
 /** The config of the job tests: one slow job, answered "started" after 1 s, run on the word of the allow list. */
 function slowJobConfig(): string {
@@ -88,6 +61,15 @@ function slowJobConfig(): string {
     raw.services.jobs = { replyAfterSeconds: 1, timezone: 'UTC', jobs: { [JOB]: { description: 'sleeps, then prints a line', command: [script], timeoutSeconds: 30 } } };
     // Mail from ops over this private Postfix is trusted by address: no one-time code for jobs run.
     raw.security = { evidence: { 'jobs:run': 'allowlist' } };
+  });
+}
+
+/** Without the db and jobs of the example config; a test adds what it needs. */
+function writeConfig(name: string, tweak: (raw: Record<string, any>) => void = () => {}): string {
+  return writeAgentConfig(stack, work.dir, name, (raw) => {
+    delete raw.services.db;
+    delete raw.services.jobs;
+    tweak(raw);
   });
 }
 

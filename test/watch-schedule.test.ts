@@ -1,9 +1,9 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { dumpLogs, killAgents, startAgentProcess, waitForAny, type AgentProcess, type LogLine } from './support/agent-process';
-import { exampleConfigObject, tempDir } from './support/env';
+import { dumpLogs, handledKey, killAgents, sleep, startAgentProcess, waitForAny, writeAgentConfig, type AgentProcess, type LogLine } from './support/agent-process';
+import { tempDir } from './support/env';
 import { fetchAll, sendMail, waitForCount, type FetchedMail } from './support/imap';
 import { startMailStack, type MailStack } from './support/mailstack';
 
@@ -34,8 +34,6 @@ test.after.each(async () => {
   work?.cleanup();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const handledKey = (id: string) => (l: Record<string, any>) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`;
 const startedBySchedule = (l: Record<string, any>) => l.msg === `job ${JOB} started by its schedule`;
 
 /** The job: one line per run, its run id, appended to `out`. */
@@ -48,21 +46,13 @@ function writeJobScript(out: string): string {
 
 /** A watch config for one agent: its own home (audit), the shared state given by `state`. */
 function writeConfig(name: string, script: string, state: (raw: Record<string, any>) => void): string {
-  const home = join(work.dir, name);
-  mkdirSync(home, { recursive: true });
-  const raw = exampleConfigObject(work.dir);
-  raw.audit = { path: join(home, 'audit.jsonl') };
-  raw.smtp = { host: '127.0.0.1', port: stack.smtpPort, secure: false, timeoutSeconds: 5 };
-  raw.imap = { host: '127.0.0.1', port: stack.imapPort, secure: false, user: 'agent', password: { env: 'MAILAGENT_IMAP_PASSWORD' } };
-  raw.users = [{ address: 'ops@example.com', roles: ['admin'] }];
-  // Mail from ops over this private Postfix is trusted by address: no one-time code for schedules.
-  raw.security = { evidence: { 'jobs:schedule': 'allowlist' } };
-  delete raw.services.db;
-  raw.services.jobs = { timezone: 'UTC', jobs: { [JOB]: { description: 'appends its run id to a file', command: [script], timeoutSeconds: 10 } } };
-  state(raw);
-  const file = join(home, 'config.json');
-  writeFileSync(file, JSON.stringify(raw, null, 2));
-  return file;
+  return writeAgentConfig(stack, work.dir, name, (raw) => {
+    // Mail from ops over this private Postfix is trusted by address: no one-time code for schedules.
+    raw.security = { evidence: { 'jobs:schedule': 'allowlist' } };
+    delete raw.services.db;
+    raw.services.jobs = { timezone: 'UTC', jobs: { [JOB]: { description: 'appends its run id to a file', command: [script], timeoutSeconds: 10 } } };
+    state(raw);
+  });
 }
 
 function startAgent(config: string): AgentProcess {

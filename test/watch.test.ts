@@ -1,10 +1,10 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SqliteStore } from '../src/state/store';
-import { dumpLogs, killAgents, startAgentProcess, type AgentProcess } from './support/agent-process';
-import { exampleConfigObject, mail, tempDir } from './support/env';
+import { dumpLogs, handledKey, killAgents, sleep, startAgentProcess, until, writeAgentConfig, type AgentProcess } from './support/agent-process';
+import { mail, tempDir } from './support/env';
 import { appendMail, fetchAll, folderCounts, sendMail, sendMails, waitForCount, type FetchedMail } from './support/imap';
 import { startMailStack, type MailStack } from './support/mailstack';
 
@@ -32,23 +32,14 @@ test.after.each(async () => {
   work?.cleanup();
 });
 
-/** A watch config for this test's stack; each agent gets its own state folder unless told otherwise. */
+
+/** Each agent gets its own state folder unless told otherwise; hundreds of requests from one sender are the point. */
 function writeConfig(name: string, tweak: (raw: Record<string, any>) => void = () => {}): string {
-  const home = join(work.dir, name);
-  mkdirSync(home, { recursive: true });
-  const raw = exampleConfigObject(work.dir);
-  raw.state = { path: join(home, 'state.db') };
-  raw.audit = { path: join(home, 'audit.jsonl') };
-  raw.smtp = { host: '127.0.0.1', port: stack.smtpPort, secure: false, timeoutSeconds: 5 };
-  raw.imap = { host: '127.0.0.1', port: stack.imapPort, secure: false, user: 'agent', password: { env: 'MAILAGENT_IMAP_PASSWORD' } };
-  raw.users = [{ address: 'ops@example.com', roles: ['admin'] }];
-  // Hundreds of requests from one sender within the hour are the point of these tests.
-  raw.security = { messagesPerUserPerHour: 100_000, repliesPerHour: 100_000 };
-  delete raw.services.jobs;
-  tweak(raw);
-  const file = join(home, 'config.json');
-  writeFileSync(file, JSON.stringify(raw, null, 2));
-  return file;
+  return writeAgentConfig(stack, work.dir, name, (raw) => {
+    raw.security = { messagesPerUserPerHour: 100_000, repliesPerHour: 100_000 };
+    delete raw.services.jobs;
+    tweak(raw);
+  });
 }
 
 function startAgent(config: string): AgentProcess {
@@ -58,17 +49,7 @@ function startAgent(config: string): AgentProcess {
   return agent;
 }
 
-const handledKey = (id: string) => (l: Record<string, any>) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Poll until `check` is true; the error names what was awaited. */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** Replies in ops' INBOX grouped by the request they answer (In-Reply-To). */
 function byRequest(replies: FetchedMail[]): Map<string, number> {

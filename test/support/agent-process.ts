@@ -4,8 +4,10 @@
  * killAgents() and, as a last resort, when the test process exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT } from './env';
+import { ROOT, exampleConfigObject } from './env';
+import type { MailStack } from './mailstack';
 
 export const BINARY = join(ROOT, 'dist', 'mailagent');
 
@@ -124,4 +126,37 @@ export async function killAgents(): Promise<void> {
     a.child.kill('SIGKILL');
     await a.exit;
   }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Matches the agent's log line for the request with this Message-ID. */
+export const handledKey = (id: string) => (l: Record<string, any>) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`;
+
+/** Poll until `check` is true; the error names what was awaited. */
+export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/**
+ * A watch config for agent@example.com on this stack (ops@example.com is the one user, admin),
+ * written to `<dir>/<name>/config.json` with its state and audit beside it; `tweak` edits the rest.
+ */
+export function writeAgentConfig(stack: MailStack, dir: string, name: string, tweak: (raw: Record<string, any>) => void = () => {}): string {
+  const home = join(dir, name);
+  mkdirSync(home, { recursive: true });
+  const raw = exampleConfigObject(dir);
+  raw.state = { path: join(home, 'state.db') };
+  raw.audit = { path: join(home, 'audit.jsonl') };
+  raw.smtp = { host: '127.0.0.1', port: stack.smtpPort, secure: false, timeoutSeconds: 5 };
+  raw.imap = { host: '127.0.0.1', port: stack.imapPort, secure: false, user: 'agent', password: { env: 'MAILAGENT_IMAP_PASSWORD' } };
+  raw.users = [{ address: 'ops@example.com', roles: ['admin'] }];
+  tweak(raw);
+  const file = join(home, 'config.json');
+  writeFileSync(file, JSON.stringify(raw, null, 2));
+  return file;
 }
