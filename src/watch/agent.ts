@@ -10,7 +10,8 @@ import { createSmtpSender, type SmtpSender } from '../mail/smtp';
 import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { envelopeSenderOf, messageKey } from './headers';
-import { leaseMessage, MESSAGE_LEASE_MS, type AgentIdentity, type MessageLease } from './leases';
+import { DryRunPreview } from './dry-run';
+import { KeptLeases, leaseMessage, type AgentIdentity, type MessageLease } from './leases';
 
 export type ConnectionState = 'disconnected' | 'connecting' | 'syncing' | 'idle' | 'stopping';
 
@@ -95,15 +96,15 @@ export class Agent {
   private wakeUp: (() => void) | undefined;
   private smtp: { sender: SmtpSender; key: string } | undefined;
   readonly outbox: Outbox | undefined;
-  /** dry-run: inbox messages already shown, by UIDVALIDITY:UID. */
-  private readonly shown = new Set<string>();
-  /** Leases of filed messages, kept until they expire (ms) to recognise racing copies; given back at a clean stop. */
-  private readonly keptLeases = new Map<MessageLease, number>();
+  /** dry-run: what each inbox message would get, logged once. */
+  private readonly dryRunPreview: DryRunPreview;
+  private readonly keptLeases = new KeptLeases();
 
   constructor(options: AgentOptions) {
     this.config = options.config;
     this.store = options.store;
     this.log = options.log;
+    this.dryRunPreview = new DryRunPreview(options.log);
     this.identity = options.identity;
     this.once = options.once ?? false;
     this.dryRun = options.dryRun ?? false;
@@ -276,7 +277,7 @@ export class Agent {
       this.mailWaiting = false;
       const uids = await source.listUids(source.folders.inbox);
       if (this.dryRun) {
-        await this.showDryRun(uids);
+        this.handled += await this.dryRunPreview.show(source, uids, this.config.limits.maxMessageBytes, (raw) => this.deps(raw));
         break;
       }
       if (uids.length === 0 || this.stopping) break;
@@ -368,7 +369,7 @@ export class Agent {
       }
     } finally {
       // Filed: keep the lease (it marks the message as done for a while); otherwise give it back.
-      await Promise.all(results.map((r) => (done.has(r.uid) ? this.keep(r.lease) : r.lease.release().catch(() => undefined))));
+      await Promise.all(results.map((r) => (done.has(r.uid) ? this.keptLeases.keep(r.lease) : r.lease.release().catch(() => undefined))));
     }
   }
 
@@ -403,39 +404,6 @@ export class Agent {
       this.nextCatchUpAt = Math.min(this.nextCatchUpAt, Date.now() + RETRY_FAILED_MS);
       return { uid, lease };
     }
-  }
-
-  /** dry-run: what the agent would do with each inbox message, logged; nothing moves or runs. */
-  private async showDryRun(uids: number[]): Promise<void> {
-    const source = this.source!;
-    const fresh = uids.filter((uid) => !this.shown.has(`${source.inboxValidity}:${uid}`));
-    const maxBytes = this.config.limits.maxMessageBytes;
-    const sources = await source.fetchSources(source.folders.inbox, fresh, maxBytes + 1);
-    for (const [uid, raw] of sources) {
-      this.shown.add(`${source.inboxValidity}:${uid}`);
-      const outcome = await processMessage(raw, this.deps(raw));
-      this.handled++;
-      const key = outcome.kind === 'reply' ? outcome.key : await messageKey(raw, maxBytes);
-      if (outcome.kind === 'silent') {
-        this.log.info('handled', { key, decision: 'dropped', reason: outcome.reason, uid, dryRun: true });
-        continue;
-      }
-      const { parseMail } = require('../mail/parse') as typeof import('../mail/parse');
-      const reply = await parseMail(outcome.reply.raw);
-      this.log.info('handled', { key, decision: outcome.decision, uid, dryRun: true, to: outcome.reply.envelope.to, subject: reply.subject, reply: reply.body });
-    }
-  }
-
-  /** A filed message: its lease stays until it expires, so that another agent does not take a second delivered copy of it meanwhile. */
-  private keep(lease: MessageLease): void {
-    lease.finish();
-    const now = Date.now();
-    // Oldest first (insertion order): drop the expired ones from the front.
-    for (const [kept, until] of this.keptLeases) {
-      if (until > now) break;
-      this.keptLeases.delete(kept);
-    }
-    this.keptLeases.set(lease, now + MESSAGE_LEASE_MS);
   }
 
   private deps(raw: Buffer): PipelineDeps {
@@ -478,11 +446,7 @@ export class Agent {
     }
     this.smtp?.sender.close();
     this.smtp = undefined;
-    // Racing copies exist only while agents run side by side. A kept lease outliving a clean stop
-    // would keep the next agent from taking a message delivered again (say after a UIDVALIDITY
-    // change) for 5 minutes.
-    await Promise.all([...this.keptLeases.keys()].map((lease) => lease.release().catch(() => undefined)));
-    this.keptLeases.clear();
+    await this.keptLeases.releaseAll();
     this.setState('disconnected');
   }
 

@@ -95,3 +95,30 @@ export async function leaseMessage(store: StateStore, identity: AgentIdentity, k
     },
   };
 }
+
+/**
+ * Leases of filed messages, kept until they expire so that another agent does not take a second
+ * delivered copy meanwhile; given back at a clean stop, when no racing copy can appear any more.
+ */
+export class KeptLeases {
+  private readonly kept = new Map<MessageLease, number>();
+
+  keep(lease: MessageLease, now = Date.now()): void {
+    lease.finish();
+    // Oldest first (insertion order): drop the expired ones from the front.
+    for (const [old, until] of this.kept) {
+      if (until > now) break;
+      this.kept.delete(old);
+    }
+    this.kept.set(lease, now + MESSAGE_LEASE_MS);
+  }
+
+  /**
+   * A kept lease outliving a clean stop would keep the next agent from taking a message delivered
+   * again (say after a UIDVALIDITY change) for 5 minutes.
+   */
+  async releaseAll(): Promise<void> {
+    await Promise.all([...this.kept.keys()].map((lease) => lease.release().catch(() => undefined)));
+    this.kept.clear();
+  }
+}
