@@ -1,6 +1,5 @@
 import type { Pool } from 'pg';
 import type { Config } from '../config/types';
-import { resolveSecret } from '../config/secrets';
 import { EXIT, UserError } from '../core/errors';
 import { openStateFile, type openSqlite } from '../sqlite/open';
 
@@ -236,9 +235,8 @@ export class PgJobsStore implements JobsStore {
   ) {}
 
   static async open(config: Config): Promise<PgJobsStore> {
-    const settings = config.state.postgres!;
-    const url = typeof settings.url === 'string' ? settings.url : resolveSecret(settings.url, config.file, 'state.postgres.url');
-    const schema = settings.schema ?? 'public';
+    const { stateServer, scrub } = require('./pg-store') as typeof import('./pg-store');
+    const { url, schema, where, secrets } = stateServer(config);
     const pg = require('pg') as typeof import('pg');
     const pool = new pg.Pool({ connectionString: url, max: 3, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 10_000, allowExitOnIdle: true, application_name: 'mailagent' });
     pool.on('error', () => undefined); // an idle connection was lost: the next query opens another
@@ -246,8 +244,7 @@ export class PgJobsStore implements JobsStore {
     const store = new PgJobsStore(pool, { schedules: `${s}.job_schedules`, runs: `${s}.job_runs`, firings: `${s}.job_firings` });
     const client = await pool.connect().catch(async (err: Error) => {
       await pool.end().catch(() => undefined);
-      // The URL may hold a password: name the server only by what the error says.
-      throw new UserError(`jobs store: cannot connect to the PostgreSQL state server: ${err.message}`, EXIT.TEMPFAIL);
+      throw new UserError(`jobs store: cannot connect to the PostgreSQL state server ${where}: ${scrub(err.message, secrets)}`, EXIT.TEMPFAIL);
     });
     try {
       // Several agents may start at once: one creates the tables, the others wait for it.
@@ -267,7 +264,7 @@ export class PgJobsStore implements JobsStore {
       await client.query('ROLLBACK').catch(() => undefined);
       client.release();
       await pool.end().catch(() => undefined);
-      throw new UserError(`jobs store: cannot prepare tables in schema ${schema}: ${(err as Error).message}`, EXIT.TEMPFAIL);
+      throw new UserError(`jobs store: cannot prepare tables in schema ${schema} on ${where}: ${scrub((err as Error).message, secrets)}`, EXIT.TEMPFAIL);
     }
     client.release();
     return store;

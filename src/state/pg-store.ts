@@ -76,6 +76,44 @@ function passwordsIn(url: URL): string[] {
   return [...new Set(found)].filter((p) => p.length > 0);
 }
 
+/** Where `state.postgres` points, checked: the URL, the schema, how it may be shown, and what must never be shown. */
+export interface StateServer {
+  url: string;
+  schema: string;
+  /** The URL with its passwords as ***. */
+  where: string;
+  /** Every password in the URL, to be scrubbed from any error text. */
+  secrets: string[];
+}
+
+/** Resolves and checks `state.postgres` for every store kept there (journal, jobs). */
+export function stateServer(config: Config): StateServer {
+  const settings = config.state.postgres;
+  if (!settings) throw new UserError('state.postgres is not configured', EXIT.CONFIG);
+  const url = typeof settings.url === 'string' ? settings.url : resolveSecret(settings.url, config.file, 'state.postgres.url');
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    throw new UserError('state.postgres.url: expected a postgres:// or postgresql:// URL', EXIT.CONFIG);
+  }
+  const parsed = parseUrl(url);
+  if (!parsed) throw new UserError('state.postgres.url: not a valid URL', EXIT.CONFIG);
+  const where = redactUrl(parsed);
+  const secrets = passwordsIn(parsed);
+  if (typeof settings.url === 'string' && secrets.length) {
+    throw new UserError(
+      `state.postgres.url ${where}: the password must not be written in the config`,
+      EXIT.CONFIG,
+      'use a secret reference, { "env": "NAME" } or { "file": "path" }, holding the whole URL',
+    );
+  }
+  return { url, schema: settings.schema ?? 'public', where, secrets };
+}
+
+/** An error text with every secret replaced by ***. */
+export function scrub(text: string, secrets: string[]): string {
+  for (const secret of secrets) text = text.split(secret).join('***');
+  return text;
+}
+
 /** Errors that mean "no working session with the server" rather than a refused statement. */
 function isConnectionError(err: { code?: unknown; severity?: unknown; message?: string; name?: string }): boolean {
   const code = typeof err.code === 'string' ? err.code : '';
@@ -99,24 +137,7 @@ export class PgStore implements StateStore {
    * the same object can otherwise fail on the catalog's unique indexes).
    */
   static async open(config: Config): Promise<PgStore> {
-    const settings = config.state.postgres;
-    if (!settings) throw new UserError('state.postgres is not configured', EXIT.CONFIG);
-    const url = typeof settings.url === 'string' ? settings.url : resolveSecret(settings.url, config.file, 'state.postgres.url');
-    if (!/^postgres(ql)?:\/\//.test(url)) {
-      throw new UserError('state.postgres.url: expected a postgres:// or postgresql:// URL', EXIT.CONFIG);
-    }
-    const parsed = parseUrl(url);
-    if (!parsed) throw new UserError('state.postgres.url: not a valid URL', EXIT.CONFIG);
-    const where = redactUrl(parsed);
-    const secrets = passwordsIn(parsed);
-    if (typeof settings.url === 'string' && secrets.length) {
-      throw new UserError(
-        `state.postgres.url ${where}: the password must not be written in the config`,
-        EXIT.CONFIG,
-        'use a secret reference, { "env": "NAME" } or { "file": "path" }, holding the whole URL',
-      );
-    }
-    const schema = settings.schema ?? 'public';
+    const { url, schema, where, secrets } = stateServer(config);
 
     const pg = require('pg') as typeof import('pg');
     const getTypeParser = (oid: number, format?: string): unknown =>
@@ -177,7 +198,7 @@ export class PgStore implements StateStore {
     const e = err as Error & { code?: string; severity?: string; errors?: Error[] };
     // Node's AggregateError (every address refused) has an empty message of its own.
     let text = e?.message || (Array.isArray(e?.errors) ? [...new Set(e.errors.map((x) => x.message))].join('; ') : '') || String(e?.code ?? err);
-    for (const secret of this.secrets) text = text.split(secret).join('***');
+    text = scrub(text, this.secrets);
     const hint = e?.code === '42501' ? 'the database user needs USAGE and CREATE on the schema; state.postgres.schema picks another one' : undefined;
     const problem = isConnectionError(e) ? 'cannot connect to the PostgreSQL state store' : 'the PostgreSQL state store failed';
     return new UserError(`${problem} ${this.where}: ${text}`, EXIT.TEMPFAIL, hint);
