@@ -97,7 +97,7 @@ test('role grants can constrain arguments', () => {
 
 test('caps: 50 commands and 4 KB per line', () => {
   const many = read(Array.from({ length: 51 }, () => 'db tables').join('\n'));
-  assert.equal(many.problems, ['too many commands: 51 (at most 50 per message)']);
+  assert.equal(many.problems, ['too many commands: more than 50 (at most 50 per message)']);
   const long = read(`db query name=host hostname=${'a'.repeat(5000)}`);
   assert.match(long.problems[0], 'longer than 4096 bytes');
   assert.is(read(Array.from({ length: 50 }, () => 'db tables').join('\n')).problems.length, 0);

@@ -1,4 +1,5 @@
 import type { Config, UserConfig } from '../config/types';
+import { ownValue } from '../services/args';
 
 /**
  * Role grants: `*`, `db:*`, `db:query`, optionally followed by argument constraints such as
@@ -35,17 +36,20 @@ function parseGrant(text: string): Grant {
 function matches(grant: Grant, service: string, action: string, args: Record<string, string>): boolean {
   if (grant.service !== '*' && grant.service !== service) return false;
   if (grant.action !== '*' && grant.action !== action) return false;
-  return grant.constraints.every(([key, re]) => args[key] !== undefined && re.test(args[key]));
+  return grant.constraints.every(([key, re]) => {
+    const value = ownValue(args, key);
+    return value !== undefined && re.test(value);
+  });
 }
 
 /** Whether any of the user's roles grants `service:action` with these (textual) arguments. */
 export function isAllowed(config: Config, user: UserConfig, service: string, action: string, args: Record<string, string> = {}): boolean {
-  return user.roles.some((role) => (config.roles[role] ?? []).some((text) => matches(parseGrant(text), service, action, args)));
+  return user.roles.some((role) => (ownValue(config.roles, role) ?? []).some((text) => matches(parseGrant(text), service, action, args)));
 }
 
 /** Whether some grant could allow the action for some arguments (for `help`). */
 export function mayUse(config: Config, user: UserConfig, service: string, action: string): boolean {
   return user.roles.some((role) =>
-    (config.roles[role] ?? []).some((text) => matches({ ...parseGrant(text), constraints: [] }, service, action, {})),
+    (ownValue(config.roles, role) ?? []).some((text) => matches({ ...parseGrant(text), constraints: [] }, service, action, {})),
   );
 }

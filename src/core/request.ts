@@ -40,21 +40,22 @@ function suggestion(word: string, choices: string[]): string {
 
 /** Names the action's arguments: positional words first, then key=value pairs. */
 function collectArgs(action: Action, words: string[], pairs: [string, string][]): { args: Record<string, string>; problem?: string } {
-  const args: Record<string, string> = {};
+  // No prototype: `__proto__=x` or `constructor=x` from a mail are plain (unknown) names.
+  const args: Record<string, string> = Object.create(null);
   const positional = action.positional ?? [];
   if (words.length > positional.length) {
     return { args, problem: `unexpected word "${words[positional.length]}"${positional.length ? '' : ' (arguments are key=value)'}` };
   }
   words.forEach((w, i) => (args[positional[i]] = w));
   for (const [key, value] of pairs) {
-    if (key in args) return { args, problem: `${key} is given twice` };
+    if (Object.hasOwn(args, key)) return { args, problem: `${key} is given twice` };
     args[key] = value;
   }
   return { args };
 }
 
 export function configuredServices(config: Config, services: Registry): string[] {
-  return Object.keys(services).filter((name) => name in config.services);
+  return Object.keys(services).filter((name) => Object.hasOwn(config.services, name));
 }
 
 function readCommand(entry: BodyLine, config: Config, user: UserConfig, services: Registry): { command?: Command; problem?: string } {
@@ -75,7 +76,7 @@ function readCommand(entry: BodyLine, config: Config, user: UserConfig, services
     return { command: head === 'help' ? { kind: 'help', ...entry, service } : { kind: 'status', ...entry } };
   }
 
-  if (!(head in services)) {
+  if (!Object.hasOwn(services, head)) {
     const builtins = ['help', 'status', ...available];
     return { problem: `unknown command "${first.value}"${suggestion(head, builtins)} (known: ${builtins.join(', ')})` };
   }
@@ -84,7 +85,7 @@ function readCommand(entry: BodyLine, config: Config, user: UserConfig, services
   const actionNames = Object.keys(service.actions);
   if (!second || second.key !== undefined) return { problem: `${head} needs an action: ${actionNames.join(', ')}` };
   const actionName = second.value.toLowerCase();
-  const action = service.actions[actionName];
+  const action = Object.hasOwn(service.actions, actionName) ? service.actions[actionName] : undefined;
   if (!action) {
     return { problem: `unknown action "${second.value}" for ${head}${suggestion(actionName, actionNames)} (actions: ${actionNames.join(', ')})` };
   }
@@ -104,14 +105,16 @@ function readCommand(entry: BodyLine, config: Config, user: UserConfig, services
   return { command: { kind: 'action', ...entry, service: head, action: actionName, mutates: action.mutatesWhen?.(prepared.args) ?? action.mutates, args: prepared.args } };
 }
 
-/** Validates every line of a message; the caller runs nothing unless `problems` is empty. */
+/**
+ * Validates every line of a message; the caller runs nothing unless `problems` is empty. Lines
+ * past the command cap are not read (the caller reads at most one more than the cap).
+ */
 export function readRequest(lines: BodyLine[], config: Config, user: UserConfig, services: Registry): Request {
   const problems: string[] = [];
   const commands: Command[] = [];
-  if (lines.length > config.limits.maxCommands) {
-    problems.push(`too many commands: ${lines.length} (at most ${config.limits.maxCommands} per message)`);
-  }
-  for (const entry of lines) {
+  const cap = config.limits.maxCommands;
+  if (lines.length > cap) problems.push(`too many commands: more than ${cap} (at most ${cap} per message)`);
+  for (const entry of lines.slice(0, cap)) {
     const where = entry.line === 0 ? 'subject' : `line ${entry.line}`;
     const quoted = entry.text.length > 80 ? `${entry.text.slice(0, 77)}…` : entry.text;
     if (Buffer.byteLength(entry.text) > config.limits.maxLineBytes) {

@@ -3,6 +3,15 @@ import type { ArgSpec, Prepared } from './types';
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 
+/**
+ * `record[key]` when `key` is the record's own property, else undefined. Names from a mail go
+ * through here, so that `constructor`, `__proto__` or `toString` never find what every object
+ * inherits.
+ */
+export function ownValue<T>(record: Readonly<Record<string, T>> | undefined, key: string): T | undefined {
+  return record !== undefined && Object.hasOwn(record, key) ? record[key] : undefined;
+}
+
 /** Converts one textual argument to its declared type, or explains why it cannot. */
 export function convertValue(name: string, raw: string, spec: QueryParam): { value?: unknown; problem?: string } {
   switch (spec.type) {
@@ -52,7 +61,7 @@ export function convertArgs(
   const problems: string[] = [];
   const args: Record<string, unknown> = {};
   for (const [name, raw] of Object.entries(given)) {
-    const spec = specs[name];
+    const spec = ownValue(specs, name);
     if (!spec) {
       if (!options.allowUnknown) {
         const known = Object.keys(specs);
@@ -65,7 +74,7 @@ export function convertArgs(
     else args[name] = value;
   }
   for (const [name, spec] of Object.entries(specs)) {
-    if (name in given) continue;
+    if (Object.hasOwn(given, name)) continue;
     if (spec.default !== undefined) args[name] = spec.default;
     else if (spec.required) problems.push(`missing ${name}=…`);
     else args[name] = null;

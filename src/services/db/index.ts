@@ -1,7 +1,7 @@
 import { CommandError } from '../../core/errors';
 import type { Config, DatabaseConfig, DbServiceConfig, QueryParam } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
-import { convertArgs, describeArgs } from '../args';
+import { convertArgs, describeArgs, ownValue } from '../args';
 import type { Action, Prepared, Result, Service } from '../types';
 import type { EngineOptions } from './common';
 import type { DbEngine, ParamTypes } from './engine';
@@ -36,7 +36,7 @@ const engines = new Map<DatabaseConfig, DbEngine>();
 
 function engineFor(config: Config, requested: unknown): { name: string; cfg: DatabaseConfig; engine: DbEngine } {
   const name = databaseName(config, requested);
-  const cfg = section(config).databases[name];
+  const cfg = ownValue(section(config).databases, name);
   if (!cfg) throw new CommandError(`no database named "${name}"`);
   let engine = engines.get(cfg);
   if (!engine) {
@@ -121,8 +121,8 @@ function prepareNamed(kind: 'queries' | 'updates', action: Action) {
     const base = prepareWithDb({ ...(name !== undefined && { name }), ...(db !== undefined && { db }) }, config, action.args);
     if (!base.ok) return base;
     const dbName = databaseName(config, db);
-    const statements = config.services.db?.databases[dbName]?.[kind] ?? {};
-    const named = statements[name];
+    const statements = ownValue(config.services.db?.databases, dbName)?.[kind] ?? {};
+    const named = ownValue(statements, name);
     if (!named) {
       const what = kind === 'queries' ? 'query' : 'update';
       return { ok: false, problems: [`no ${what} named "${name}" in database ${dbName} (available: ${Object.keys(statements).join(', ') || 'none'})`] };
@@ -143,9 +143,10 @@ const query: Action = {
   mutates: false,
   prepare: (args, config) => prepareNamed('queries', query)(args, config),
   run: async (args, ctx) => {
-    const { engine, cfg } = engineFor(ctx.config, args.db);
+    const { engine, cfg, name: dbName } = engineFor(ctx.config, args.db);
     const name = String(args.name);
-    const named = cfg.queries![name];
+    const named = ownValue(cfg.queries, name);
+    if (!named) throw new CommandError(`no query named "${name}" in database ${dbName}`);
     const maxRows = named.maxRows ?? cfg.maxRows ?? DEFAULT_MAX_ROWS;
     const result = await engine.query(named.sql, args.params as Record<string, unknown>, maxRows, paramTypes(named.params));
     return { kind: 'table', columns: result.columns, rows: result.rows, note: rowNote(result.rows.length, result.total), name: `query-${name}` };
@@ -163,8 +164,9 @@ const update: Action = {
   mutates: true,
   prepare: (args, config) => prepareNamed('updates', update)(args, config),
   run: async (args, ctx) => {
-    const { engine, name: dbName } = engineFor(ctx.config, args.db);
-    const named = section(ctx.config).databases[dbName].updates![String(args.name)];
+    const { engine, cfg, name: dbName } = engineFor(ctx.config, args.db);
+    const named = ownValue(cfg.updates, String(args.name));
+    if (!named) throw new CommandError(`no update named "${args.name}" in database ${dbName}`);
     const { affected } = await engine.update(named.sql, args.params as Record<string, unknown>, paramTypes(named.params));
     return { kind: 'text', text: `${affected} row${affected === 1 ? '' : 's'} affected (committed)` };
   },

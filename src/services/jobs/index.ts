@@ -4,7 +4,7 @@ import { CommandError } from '../../core/errors';
 import type { Config, JobConfig, JobsServiceConfig } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
 import type { RunSummary } from '../../state/jobs-store';
-import { convertArgs, describeArgs } from '../args';
+import { convertArgs, describeArgs, ownValue } from '../args';
 import type { Action, Prepared, Result, Service } from '../types';
 import { cronProblem, formatTime, nextFiring } from './cron';
 import { DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_SECONDS, PLACEHOLDER, jobCwd, startJob, track, type ProcessResult } from './runner';
@@ -25,6 +25,9 @@ function section(config: Config): JobsServiceConfig {
 }
 
 const configuredJobs = (config: Config): string[] => Object.keys(config.services.jobs?.jobs ?? {});
+
+/** The configured job of that name (an own property: a name from a mail may be "constructor"). */
+const jobNamed = (config: Config, name: string): JobConfig | undefined => ownValue(config.services.jobs?.jobs, name);
 
 function unknownJob(config: Config, name: string): string {
   return `no job named "${name}" (jobs: ${configuredJobs(config).join(', ') || 'none'})`;
@@ -81,7 +84,7 @@ function prepareJobArgs(job: JobConfig, given: Record<string, string>): Prepared
   const converted = convertArgs(given, job.params ?? {});
   const problems = converted.ok ? [] : [...converted.problems];
   for (const [key, value] of Object.entries(given)) {
-    const spec = job.params?.[key];
+    const spec = ownValue(job.params, key);
     if (!spec) continue;
     if (value.includes('\0')) problems.push(`${key}: contains a NUL byte`);
     if (spec.type === 'string' && !spec.pattern && value.startsWith('-')) {
@@ -125,7 +128,7 @@ const run: Action = {
   prepare: (args, config) => {
     const { name, ...given } = args;
     if (name === undefined) return { ok: false, problems: ['missing the job name: jobs run <name> [key=value ...]'] };
-    const job = config.services.jobs?.jobs[name];
+    const job = jobNamed(config, name);
     if (!job) return { ok: false, problems: [unknownJob(config, name)] };
     const prepared = prepareJobArgs(job, given);
     return prepared.ok ? { ok: true, args: { name, given, values: prepared.args } } : prepared;
@@ -133,7 +136,8 @@ const run: Action = {
   run: async (args, ctx) => {
     const cfg = section(ctx.config);
     const name = String(args.name);
-    const job = cfg.jobs[name];
+    const job = jobNamed(ctx.config, name);
+    if (!job) throw new CommandError(unknownJob(ctx.config, name));
     const store = await jobsStoreFor(ctx.config);
     const started = await startJob({
       config: ctx.config,
@@ -191,7 +195,7 @@ const log: Action = {
   prepare: (args, config) => {
     const prepared = convertArgs(args, log.args);
     if (!prepared.ok) return prepared;
-    if (args.name !== undefined && !config.services.jobs?.jobs[args.name]) return { ok: false, problems: [unknownJob(config, args.name)] };
+    if (args.name !== undefined && !jobNamed(config, args.name)) return { ok: false, problems: [unknownJob(config, args.name)] };
     return prepared;
   },
   run: async (args, ctx) => {
@@ -242,10 +246,10 @@ const schedule: Action = {
     if (verb === 'list' && (args.name !== undefined || args.cron !== undefined)) problems.push('usage: jobs schedule | jobs schedule set <job> cron="…" | jobs schedule clear <job>');
     if (verb === 'set' || verb === 'clear') {
       if (args.name === undefined) problems.push(`missing the job name: jobs schedule ${verb} <job>`);
-      else if (!config.services.jobs?.jobs[args.name] && verb === 'set') problems.push(unknownJob(config, args.name));
+      else if (!jobNamed(config, args.name) && verb === 'set') problems.push(unknownJob(config, args.name));
       else if (verb === 'set') {
         // A schedule gives no arguments: the job's defaults must be enough.
-        const defaults = convertArgs({}, config.services.jobs!.jobs[args.name].params ?? {});
+        const defaults = convertArgs({}, jobNamed(config, args.name)!.params ?? {});
         if (!defaults.ok) problems.push(`job ${args.name} cannot run on a schedule: it needs arguments (${defaults.problems.join('; ')})`);
       }
     }
@@ -270,12 +274,14 @@ const schedule: Action = {
     }
     if (args.verb === 'clear') {
       const cleared = await store.clearSchedule(name);
+      // A job gone from the config may still have a schedule to clear; a name that is neither is a mistake.
+      if (!cleared && !jobNamed(ctx.config, name)) throw new CommandError(`${unknownJob(ctx.config, name)}, and no schedule of that name (nothing changed)`);
       return { kind: 'text', text: cleared ? `the schedule of job ${name} is cleared` : `job ${name} had no schedule (nothing changed)` };
     }
     const rows = (await store.listSchedules()).map((s) => [
       s.job,
       s.cron,
-      cfg.jobs[s.job] ? formatTime(nextFiring(s.cron, cfg.timezone, now)) : '(job no longer configured: never runs)',
+      jobNamed(ctx.config, s.job) ? formatTime(nextFiring(s.cron, cfg.timezone, now)) : '(job no longer configured: never runs)',
       s.setBy,
       formatTime(s.setAt),
     ]);

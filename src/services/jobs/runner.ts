@@ -2,7 +2,9 @@ import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Config, JobConfig, QueryParam } from '../../config/types';
 import { resolveSecret } from '../../config/secrets';
+import { CommandError } from '../../core/errors';
 import type { JobsStore, RunEnd, RunStatus } from '../../state/jobs-store';
+import { ownValue } from '../args';
 
 export const DEFAULT_TIMEOUT_SECONDS = 300;
 export const DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024;
@@ -270,7 +272,9 @@ export async function startJob(opts: {
 }): Promise<StartedRun> {
   const { config, store, name } = opts;
   const section = config.services.jobs!;
-  const job = section.jobs[name];
+  // Checked before anything is recorded: a run of no job must not stay "running" in the log.
+  const job = ownValue(section.jobs, name);
+  if (!job) throw new CommandError(`no job named "${name}"`);
   const startedAt = opts.now().getTime();
   const id = await store.startRun({ job: name, args: opts.given, who: opts.who, startedAt });
   const run = async (): Promise<ProcessResult> => {

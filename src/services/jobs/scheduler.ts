@@ -1,6 +1,6 @@
 import type { Config } from '../../config/types';
 import { openJobsStore, type JobsStore } from '../../state/jobs-store';
-import { convertArgs } from '../args';
+import { convertArgs, ownValue } from '../args';
 import { formatTime, nextFiring } from './cron';
 import { startJob } from './runner';
 
@@ -52,7 +52,11 @@ export function startScheduler(opts: {
   };
 
   async function fire(store: JobsStore, job: string, scheduledAt: Date): Promise<void> {
-    const spec = config.services.jobs!.jobs[job];
+    const spec = ownValue(config.services.jobs?.jobs, job);
+    if (!spec) {
+      log('warn', `schedule of job ${job} ignored: the job is not in the config`, { job });
+      return;
+    }
     const defaults = convertArgs({}, spec.params ?? {});
     if (!defaults.ok) {
       log('error', `job ${job} cannot run on its schedule: ${defaults.problems.join('; ')}`, { job });
@@ -80,7 +84,7 @@ export function startScheduler(opts: {
     const since = lastCheck;
     for (const schedule of await store.listSchedules()) {
       if (stopped) return; // a check that outlived stop(): start nothing more
-      if (!section.jobs[schedule.job]) {
+      if (!ownValue(section.jobs, schedule.job)) {
         warnOnce(`gone:${schedule.job}`, `schedule of job ${schedule.job} ignored: the job is not in the config`, { job: schedule.job });
         continue;
       }
