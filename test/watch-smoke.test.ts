@@ -304,9 +304,37 @@ test('a 12 MB request with a 1 MB limit: "message too large" to the known sender
   assert.equal(await folderCounts(stack, 'agent', ['INBOX', 'Processing']), { INBOX: 0, Processing: 0 });
 });
 
-test('watch --once --dry-run logs the reply it would send and changes nothing', async () => {
+const AGENT_FOLDERS = ['Processing', 'Processed', 'Rejected'];
+
+/** The agent's folders and the flags of each INBOX message (by UID), read with EXAMINE: looking changes nothing. */
+async function mailboxState(): Promise<{ folders: string[]; inbox: Record<number, string[]> }> {
+  return withImap(stack, 'agent', async (client) => {
+    const folders = (await client.list()).map((m) => m.path).sort();
+    const inbox: Record<number, string[]> = {};
+    const lock = await client.getMailboxLock('INBOX', { readOnly: true });
+    try {
+      if (client.mailbox && client.mailbox.exists) {
+        for await (const m of client.fetch('1:*', { uid: true, flags: true })) inbox[m.uid] = [...(m.flags ?? [])].sort();
+      }
+    } finally {
+      lock.release();
+    }
+    return { folders, inbox };
+  });
+}
+
+test('watch --once --dry-run logs the reply it would send and changes nothing: no folder created, no flag set', async () => {
+  // A fresh mailbox: none of the agent's folders (earlier tests created them).
+  await withImap(stack, 'agent', async (client) => {
+    for (const folder of AGENT_FOLDERS) await client.mailboxDelete(folder).catch(() => undefined);
+  });
   const id = await sendMail(stack, { subject: 'try', text: 'db tables\n' });
   await waitForCount(stack, 'agent', 1);
+  const before = await mailboxState();
+  assert.equal(before.folders.filter((f) => AGENT_FOLDERS.includes(f)), [], 'the folders are missing to begin with');
+  assert.is(Object.keys(before.inbox).length, 1);
+  assert.not.ok(Object.values(before.inbox)[0].includes('\\Seen'));
+
   const agent = startAgent(['watch', '--once', '--dry-run', '--config', writeConfig('dry.json')]);
   assert.is(await agent.exit, 0, JSON.stringify(agent.logs));
   const handled = agent.logs.find((l) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`)!;
@@ -314,9 +342,33 @@ test('watch --once --dry-run logs the reply it would send and changes nothing', 
   assert.is(handled.dryRun, true);
   assert.match(handled.reply, 'These commands would run');
   assert.match(handled.reply, 'db tables');
-  assert.equal(await folderCounts(stack, 'agent', ['INBOX', 'Processing']), { INBOX: 1, Processing: 0 }, 'not moved');
+  const missing = agent.logs.filter((l) => l.msg === 'folder missing, would be created');
+  assert.equal(missing.map((l) => l.folder).sort(), [...AGENT_FOLDERS].sort(), JSON.stringify(agent.logs));
+  assert.ok(missing.every((l) => l.level === 'info'));
+  assert.not.ok(agent.logs.some((l) => l.msg === 'created folder'));
+
+  assert.equal(await mailboxState(), before, 'no folder created; the message still in INBOX, its flags unchanged (no \\Seen)');
   await new Promise((r) => setTimeout(r, 300));
   assert.is((await fetchAll(stack, 'ops')).filter((m) => m.inReplyTo === id).length, 0, 'nothing sent');
+});
+
+test('watch --dry-run (long-running): new mail is previewed over IDLE on the read-only inbox; missing folders logged once, none created', async () => {
+  const before = await mailboxState();
+  assert.equal(before.folders.filter((f) => AGENT_FOLDERS.includes(f)), []);
+  const agent = startAgent(['watch', '--dry-run', '--config', writeConfig('dry-watch.json')]);
+  await agent.waitFor((l) => l.msg === 'ready');
+  const id = await sendMail(stack, { subject: 'try again', text: 'db tables\n' });
+  const handled = await agent.waitFor((l) => l.msg === 'handled' && l.key === `mid:${id.toLowerCase()}`);
+  assert.is(handled.dryRun, true);
+  agent.child.kill('SIGTERM');
+  assert.is(await agent.exit, 0, JSON.stringify(agent.logs));
+  assert.is(agent.logs.filter((l) => l.msg === 'folder missing, would be created').length, 3, JSON.stringify(agent.logs));
+
+  const after = await mailboxState();
+  assert.equal(after.folders, before.folders, 'no folder created');
+  assert.is(Object.keys(after.inbox).length, Object.keys(before.inbox).length + 1, 'both messages still in INBOX');
+  for (const [uid, flags] of Object.entries(before.inbox)) assert.equal(after.inbox[Number(uid)], flags, 'flags unchanged');
+  assert.ok(Object.values(after.inbox).every((flags) => !flags.includes('\\Seen')), JSON.stringify(after.inbox));
 });
 
 test('watch --once: unreachable IMAP server exits 75; a refused login, no imap section or an unset password secret 78', async () => {

@@ -29,6 +29,17 @@ export interface ImapSourceEvents {
   onEvent: (what: string) => void;
 }
 
+export interface ImapSourceOptions {
+  /**
+   * Dry run: change nothing on the server. Missing folders are reported, not created; every folder
+   * is opened with EXAMINE (read-only: even \Seen and \Recent stay as they are); claim() and move()
+   * refuse. Fetches never set \Seen in either mode: imapflow asks for BODY.PEEK[].
+   */
+  readOnly?: boolean;
+  /** readOnly: folders already reported missing, so that each is logged once, not on every reconnect. */
+  reportedMissing?: Set<string>;
+}
+
 /** Ask the server for IDLE again before the 29 minutes after which RFC 2177 lets it drop us. */
 const IDLE_RESTART_MS = 25 * 60_000;
 /** How long the connection must be quiet before IDLE starts: imapflow's 15 s default delays new mail. */
@@ -45,6 +56,8 @@ export class ImapSource {
   readonly pollSeconds: number;
   /** UIDVALIDITY of the inbox when it was last selected. */
   inboxValidity: bigint | undefined;
+  /** Dry run: nothing on the server may change (see ImapSourceOptions.readOnly). */
+  readonly readOnly: boolean;
   private closed = false;
 
   private constructor(
@@ -52,13 +65,15 @@ export class ImapSource {
     folders: Folders,
     pollSeconds: number,
     private readonly log: Logger,
+    readOnly: boolean,
   ) {
     this.folders = folders;
     this.pollSeconds = pollSeconds;
+    this.readOnly = readOnly;
   }
 
-  /** Connects, logs in, creates missing folders and selects the inbox. */
-  static async connect(config: Config, log: Logger, events: ImapSourceEvents): Promise<ImapSource> {
+  /** Connects, logs in, creates missing folders (read-only: reports them) and selects the inbox. */
+  static async connect(config: Config, log: Logger, events: ImapSourceEvents, options: ImapSourceOptions = {}): Promise<ImapSource> {
     const imap = config.imap!;
     const { ImapFlow } = require('imapflow') as typeof import('imapflow');
     const poll = (imap.pollSeconds ?? 0) > 0;
@@ -102,9 +117,9 @@ export class ImapSource {
     }
     // Without IDLE on the server, poll every 30 s unless the config says otherwise.
     const pollSeconds = poll ? imap.pollSeconds! : client.capabilities.has('IDLE') ? 0 : 30;
-    source = new ImapSource(client, folders, pollSeconds, log);
+    source = new ImapSource(client, folders, pollSeconds, log, options.readOnly ?? false);
     try {
-      await source.ensureFolders();
+      await source.ensureFolders(options.reportedMissing ?? new Set());
       await source.selectInbox();
     } catch (err) {
       await source.close();
@@ -118,10 +133,16 @@ export class ImapSource {
     return !this.closed && this.client.usable;
   }
 
-  private async ensureFolders(): Promise<void> {
+  private async ensureFolders(reported: Set<string>): Promise<void> {
     const existing = new Set((await this.client.list()).map((m) => m.path));
     for (const folder of [this.folders.processing, this.folders.processed, this.folders.rejected]) {
       if (existing.has(folder)) continue;
+      if (this.readOnly) {
+        // A dry run reads the inbox only: it works without these folders and must not create them.
+        if (!reported.has(folder)) this.log.info('folder missing, would be created', { folder });
+        reported.add(folder);
+        continue;
+      }
       const created = await this.client.mailboxCreate(folder);
       if (created.created) this.log.info('created folder', { folder });
     }
@@ -134,8 +155,9 @@ export class ImapSource {
 
   private async select(path: string): Promise<void> {
     const current = this.client.mailbox;
-    if (current && current.path === path) return;
-    const box = await this.client.mailboxOpen(path);
+    if (current && current.path === path && (!this.readOnly || current.readOnly)) return;
+    // Read-only: EXAMINE, so that selecting marks nothing (no \Recent consumed, no flag can be set).
+    const box = await this.client.mailboxOpen(path, this.readOnly ? { readOnly: true } : undefined);
     if (path === this.folders.inbox) {
       if (this.inboxValidity !== undefined && this.inboxValidity !== box.uidValidity) {
         // UIDs start over; the agent rescans everything and the journal keeps it from answering twice.
@@ -163,6 +185,7 @@ export class ImapSource {
    */
   async claim(uids: number[]): Promise<Map<number, number> | 'unknown'> {
     if (uids.length === 0) return new Map();
+    this.mustWrite('claim');
     await this.select(this.folders.inbox);
     const result = await this.client.messageMove(uids, this.folders.processing, { uid: true });
     if (result === false) throw new Error(`the server refused to move messages into ${this.folders.processing}`);
@@ -173,7 +196,8 @@ export class ImapSource {
   /**
    * Raw RFC 822 bytes of messages in a folder, by UID (a message that vanished is absent), each cut
    * after `maxBytes` bytes: a message longer than the size limit is never held whole (the pipeline
-   * reads only the header of one that is too large).
+   * reads only the header of one that is too large). imapflow fetches `source` as BODY.PEEK[]<…>,
+   * so fetching does not set \Seen.
    */
   async fetchSources(path: string, uids: number[], maxBytes = Infinity): Promise<Map<number, Buffer>> {
     const out = new Map<number, Buffer>();
@@ -189,8 +213,14 @@ export class ImapSource {
   /** Moves messages between folders; false when the server refused (they stay where they are). */
   async move(uids: number[], from: string, to: string): Promise<boolean> {
     if (uids.length === 0) return true;
+    this.mustWrite('move');
     await this.select(from);
     return (await this.client.messageMove(uids, to, { uid: true })) !== false;
+  }
+
+  /** A dry run that reached a write is a bug: refuse it rather than change the mailbox. */
+  private mustWrite(what: string): void {
+    if (this.readOnly) throw new Error(`${what}: the IMAP source is read-only (dry run)`);
   }
 
   async noop(): Promise<void> {

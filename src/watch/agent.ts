@@ -23,7 +23,10 @@ export interface AgentOptions {
   identity?: AgentIdentity;
   /** Process what is there, drain the outbox, return. */
   once?: boolean;
-  /** Parse and authorize only: no claims, no moves, no sending, nothing executed. */
+  /**
+   * Parse and authorize only: no claims, no moves, no sending, nothing executed. The mailbox is
+   * only read (EXAMINE, BODY.PEEK): no folder created, no flag set, nothing moved or expunged.
+   */
   dryRun?: boolean;
   /** How long shutdown may spend sending the outbox (default 10 s). */
   drainMs?: number;
@@ -98,6 +101,8 @@ export class Agent {
   readonly outbox: Outbox | undefined;
   /** dry-run: what each inbox message would get, logged once. */
   private readonly dryRunPreview: DryRunPreview;
+  /** dry-run: folders already logged as missing (once per run, not per reconnect). */
+  private readonly reportedMissing = new Set<string>();
   private readonly keptLeases = new KeptLeases();
 
   constructor(options: AgentOptions) {
@@ -172,7 +177,7 @@ export class Agent {
           },
           onClose: () => this.wake(),
           onEvent: (what) => (this.lastEvent = { what, at: new Date() }),
-        });
+        }, { readOnly: this.dryRun, reportedMissing: this.reportedMissing });
       } catch (err) {
         if (err instanceof UserError) throw err; // a secret that cannot be read: a config problem
         const imap = this.config.imap!;
@@ -256,6 +261,7 @@ export class Agent {
   /** After a (re)connect and now and then: the processing folder first, then the inbox. */
   private async catchUp(): Promise<void> {
     this.nextCatchUpAt = Date.now() + CATCH_UP_MS;
+    // A dry run reads the inbox only: the processing folder is none of its business (it may not even exist).
     if (!this.dryRun) await this.recoverProcessing();
     await this.syncInbox();
   }

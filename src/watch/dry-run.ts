@@ -5,7 +5,8 @@ import { messageKey } from './headers';
 
 /**
  * `watch --dry-run`: logs, once per inbox message, the reply it would get and the commands that
- * would run. Nothing moves, runs or is sent (the pipeline's dryRun stops after authorization).
+ * would run. Nothing moves, runs or is sent (the pipeline's dryRun stops after authorization), and
+ * the mailbox is only read: the source is read-only (EXAMINE) and fetches use BODY.PEEK (no \Seen).
  */
 export class DryRunPreview {
   /** Messages already shown, by UIDVALIDITY:UID. */
