@@ -293,7 +293,7 @@ const SPLIT = {
   mysql2: ['mysql2'], // MySQL/MariaDB databases
   pg: ['pg'], // PostgreSQL databases and state store
   yaml: ['yaml'], // YAML users files
-  html: ['html-to-text', 'htmlparser2', 'dom-serializer'], // HTML-only mail
+  html: ['html-to-text', 'htmlparser2'], // HTML mail (the visible-text reader; mailparser's converter, never used)
   'iconv-lite': ['iconv-lite'], // charsets other than UTF-8 and ASCII
   'encoding-japanese': ['encoding-japanese'], // ISO-2022-JP, EUC-JP, JIS
 };

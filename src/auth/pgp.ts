@@ -140,7 +140,7 @@ async function verifyPgpMime(raw: string, boundary: string, key: Key): Promise<P
   }
   if (!keyId) return BAD;
   const inner = await parseMail(signedBytes);
-  return { ok: true, signedText: inner.bodySource === 'plain' ? inner.body : '', keyId };
+  return { ok: true, signedText: inner.bodySource === 'plain' ? inner.body.replace(/\r\n?/g, '\n') : '', keyId };
 }
 
 async function verifyCleartext(body: string, key: Key): Promise<PgpResult> {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Config } from '../config/types';
+import { LineCursor } from '../core/lines';
 import type { IncomingMail } from '../mail/parse';
 
 /**
@@ -32,8 +33,21 @@ function trimBlanks(line: string): string {
   return line.slice(0, end);
 }
 
-/** Hash of the body text with line ends and trailing blanks normalised. */
+/**
+ * Hash of the body text with line ends and trailing blanks normalised: lines joined by "\n", each
+ * without trailing spaces and tabs, the whole without trailing whitespace. Fed to the hash in
+ * slices, never as an array of every line (a hostile body has a million of them).
+ */
 export function bodyHash(mail: IncomingMail): string {
-  const canonical = mail.body.replace(/\r\n?/g, '\n').split('\n').map(trimBlanks).join('\n').trimEnd();
-  return createHash('sha256').update(`${mail.subject}\n${canonical}`).digest('hex');
+  const hash = createHash('sha256').update(`${mail.subject}\n`);
+  const cursor = new LineCursor(mail.body.trimEnd());
+  let batch = '';
+  for (let line = cursor.next(), first = true; line !== undefined; line = cursor.next(), first = false) {
+    batch += (first ? '' : '\n') + trimBlanks(line);
+    if (batch.length > 65536) {
+      hash.update(batch);
+      batch = '';
+    }
+  }
+  return hash.update(batch).digest('hex');
 }

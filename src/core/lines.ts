@@ -1,6 +1,7 @@
 /**
  * Turns a mail body into the logical command lines it carries: applies the cut-offs (quit,
- * signature, quoted reply), joins continuation lines and drops blanks and comments.
+ * signature, closing, quoted reply, forwarded message), skips a greeting and uuencoded blocks,
+ * joins continuation lines and drops blanks and comments. One pass, linear in the body's size.
  */
 export interface BodyLine {
   /** 1-based physical line in the body where the command starts; 0 for the Subject. */
@@ -9,11 +10,24 @@ export interface BodyLine {
 }
 
 const STOP_WORD = /^(quit|thanks|thank you)[.!,]*$/i;
+/** A conventional closing ends the request like a signature separator; the name below it is not read. */
+const CLOSING =
+  /^(kind regards|best regards|warm regards|regards|best wishes|best|cheers|many thanks|thanks again|thx|all the best|sincerely|yours|br|mit freundlichen grüßen|viele grüße|grüße|cordialement)[.!,]*$/iu;
+/** A conventional greeting as the first line is skipped: "Hi,", "Hello team,", "Dear all,". */
+const GREETING = /^(hi|hello|hey|dear|good (morning|afternoon|evening)|greetings|hallo|moin)(\s+[\p{L}\p{N}'’.-]+){0,4}\s*[,!.:]?$/iu;
 const QUOTE_START = [/^>/, /^On\b.*\bwrote:$/i, /^-{2,}\s*Original Message\s*-{2,}$/i, /^_{10,}$/];
+/** Forwarded text is someone else's: Gmail, Thunderbird and Apple Mail markers. */
+const FORWARD_START = [/^-{2,}\s*Forwarded message\s*-{2,}$/i, /^Begin forwarded message:$/i];
+/** Outlook's forward or reply header block: "From: …" followed by "Sent: …" or "Date: …". */
+const OUTLOOK_FROM = /^\*?From:\*?\s/i;
+const OUTLOOK_NEXT = /^\*?(Sent|Date):\*?\s/i;
+/** uuencode (and its base64 variant) blocks are attachments written into the text. */
+const UU_BEGIN = /^begin(-base64)? [0-7]{3,4} \S/;
+const UU_END = /^(end|====)$/;
 const SUBJECT_PREFIX = /^\s*((re|fwd?|aw|wg|sv|tr)\s*(\[\d+\])?\s*:\s*)+/i;
 
 function isStop(line: string): boolean {
-  return STOP_WORD.test(line) || line === '--' || QUOTE_START.some((re) => re.test(line));
+  return STOP_WORD.test(line) || CLOSING.test(line) || line === '--' || QUOTE_START.some((re) => re.test(line)) || FORWARD_START.some((re) => re.test(line));
 }
 
 function subjectAsCommand(subject: string): string {
@@ -21,26 +35,98 @@ function subjectAsCommand(subject: string): string {
 }
 
 /** A mail with an empty body may carry its one command in the Subject (line 0). */
-export function requestLines(body: string, subject: string): BodyLine[] {
-  if (body.trim() !== '') return commandLines(body);
+export function requestLines(body: string, subject: string, limits: LineLimits = {}): BodyLine[] {
+  if (/\S/.test(body)) return commandLines(body, limits);
   const text = subjectAsCommand(subject);
   return text ? [{ line: 0, text }] : [];
 }
 
-export function commandLines(body: string): BodyLine[] {
-  const physical = body.replace(/\r\n?/g, '\n').split('\n');
-  const out: BodyLine[] = [];
-  for (let i = 0; i < physical.length; i++) {
-    let text = physical[i].trim();
-    if (isStop(text)) break;
-    const start = i + 1;
-    while (text.endsWith('\\') && i + 1 < physical.length) {
-      i++;
-      text = `${text.slice(0, -1).trimEnd()} ${physical[i].trim()}`.trim();
+/** Reading limits: past them the rest of a huge body is walked over, never copied. */
+export interface LineLimits {
+  /** Lines returned at most: the caller's command cap + 1 still shows "too many commands". */
+  maxLines?: number;
+  /** A logical line is kept up to this many characters; any longer line is refused anyway. */
+  maxLineChars?: number;
+}
+
+/**
+ * Lines of a text, one at a time, ending at "\n", "\r\n" or a lone "\r". Only a text with a lone
+ * "\r" (old Mac mail) is copied; any other is read in place, so a hostile body of a million lines
+ * costs a scan, not a million live strings or a second copy.
+ */
+export class LineCursor {
+  private at = 0;
+  private readonly text: string;
+  /** 1-based number of the line last returned. */
+  lineNo = 0;
+
+  constructor(text: string) {
+    this.text = /\r(?!\n)/.test(text) ? text.replace(/\r\n?/g, '\n') : text;
+  }
+
+  private lineAt(from: number): { line: string; next: number } | undefined {
+    if (from > this.text.length) return undefined;
+    let end = this.text.indexOf('\n', from);
+    if (end < 0) end = this.text.length;
+    const stop = end > from && this.text.charCodeAt(end - 1) === 13 ? end - 1 : end;
+    return { line: this.text.slice(from, stop), next: end + 1 };
+  }
+
+  /** The next line without its line end; undefined past the end. */
+  next(): string | undefined {
+    const found = this.lineAt(this.at);
+    if (!found) return undefined;
+    this.at = found.next;
+    this.lineNo++;
+    return found.line;
+  }
+
+  /** The next line that is not blank, trimmed, without moving on ('' when there is none). */
+  peekNonBlank(): string {
+    for (let found = this.lineAt(this.at); found; found = this.lineAt(found.next)) {
+      const line = found.line.trim();
+      if (line !== '') return line;
     }
-    if (text.endsWith('\\')) text = text.slice(0, -1).trimEnd();
-    if (text === '' || text.startsWith('#')) continue;
-    out.push({ line: start, text });
+    return '';
+  }
+}
+
+export function commandLines(body: string, { maxLines = Infinity, maxLineChars = Infinity }: LineLimits = {}): BodyLine[] {
+  const cursor = new LineCursor(body);
+  const nextLine = () => cursor.next()?.trim();
+  const out: BodyLine[] = [];
+  let greetingChecked = false;
+  for (let line = nextLine(); line !== undefined && out.length < maxLines; line = nextLine()) {
+    if (line === '') continue;
+    if (!greetingChecked) {
+      greetingChecked = true;
+      if (GREETING.test(line)) continue;
+    }
+    if (isStop(line) || (OUTLOOK_FROM.test(line) && OUTLOOK_NEXT.test(cursor.peekNonBlank()))) break;
+    if (UU_BEGIN.test(line)) {
+      for (let skipped = nextLine(); skipped !== undefined && !UU_END.test(skipped); skipped = nextLine());
+      continue;
+    }
+    const start = cursor.lineNo;
+    let command = line;
+    if (line.endsWith('\\')) {
+      // Parts are joined once at the end (appending line by line is quadratic), and only up to
+      // the line limit: the rest of an endless continuation is read over, not kept.
+      const parts: string[] = [];
+      let kept = 0;
+      for (let part: string | undefined = line; part !== undefined; part = nextLine()) {
+        const continues = part.endsWith('\\');
+        const piece = continues ? part.slice(0, -1).trimEnd() : part;
+        if (piece !== '' && kept <= maxLineChars) {
+          parts.push(piece);
+          kept += piece.length + 1;
+        }
+        if (!continues) break;
+      }
+      command = parts.join(' ');
+    }
+    if (command === '' || command.startsWith('#')) continue;
+    out.push({ line: start, text: command.length > maxLineChars ? command.slice(0, maxLineChars) : command });
   }
   return out;
 }

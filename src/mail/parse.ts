@@ -1,4 +1,8 @@
+import { createHash } from 'node:crypto';
 import type { AddressObject, EmailAddress } from 'mailparser';
+import { decodeHeaderValue, decodeText } from './charset';
+import { UnreadableMail, htmlToText } from './html-text';
+import { readMimeTree, type MimePart } from './mime';
 
 /** What the pipeline needs from an incoming message. */
 export interface IncomingMail {
@@ -13,140 +17,12 @@ export interface IncomingMail {
   /** The first text/plain part; text converted from the first HTML part when there is none. */
   body: string;
   bodySource: 'plain' | 'html' | 'none';
-}
-
-interface TreeNode {
-  contentType?: string;
-  textContent?: string;
-  isAttachment?: boolean;
-  children?: TreeNode[];
-}
-
-/** mailparser joins every text part; commands come from the first one only, so read its tree. */
-function firstPart(tree: TreeNode | undefined, type: string): string | undefined {
-  if (!tree) return undefined;
-  if (tree.contentType === type && !tree.isAttachment && typeof tree.textContent === 'string') return tree.textContent;
-  for (const child of tree.children ?? []) {
-    const found = firstPart(child, type);
-    if (found !== undefined) return found;
-  }
-  return undefined;
-}
-
-/** Inline styles that hide text from the reader; such text must not become commands. */
-const HIDDEN_STYLE = /(display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0*(\.0+)?\s*(px|pt|em|rem|%)?\s*(;|$|!)|opacity\s*:\s*0*(\.0+)?\s*(;|$|!)|max-height\s*:\s*0|line-height\s*:\s*0)/i;
-/** A box of zero height or width whose overflow is cut off shows nothing. */
-const ZERO_BOX = /(^|[;\s{])(height|width)\s*:\s*0*(\.0+)?\s*(px|pt|em|rem|%)?\s*(;|$|!|})/i;
-/** Text pushed far off the page. */
-const OFF_PAGE = /(^|[;\s{])(left|top|text-indent|margin-left|margin-top)\s*:\s*-\d{3,}/i;
-
-function hides(style: string): boolean {
-  // Runs of blanks collapsed first: next to the optional units above they make the regexes quadratic.
-  const declarations = style.replace(/\s+/g, ' ');
-  return HIDDEN_STYLE.test(declarations) || OFF_PAGE.test(declarations) || (ZERO_BOX.test(declarations) && /overflow\s*:\s*hidden/i.test(declarations));
-}
-
-type Element = import('domhandler').Element;
-/** One compound selector: `p`, `.x`, `div#main.note`; pseudo-classes and attribute tests are ignored. */
-type Compound = { tag?: string; id?: string; classes: string[] };
-
-function compound(text: string): Compound {
-  const bare = text.replace(/\[[^\]]*\]|::?[\w-]+(\([^)]*\))?/g, '');
-  const tag = /^[a-z][\w-]*/i.exec(bare)?.[0].toLowerCase();
-  return { tag, id: /#([\w-]+)/.exec(bare)?.[1], classes: [...bare.matchAll(/\.([\w-]+)/g)].map((m) => m[1].toLowerCase()) };
-}
-
-function matchesCompound(el: Element, c: Compound): boolean {
-  const classes = (el.attribs.class ?? '').toLowerCase().split(/\s+/);
-  return (!c.tag || el.name === c.tag) && (!c.id || el.attribs.id === c.id) && c.classes.every((k) => classes.includes(k));
-}
-
-/** CSS without its comments, in linear time. */
-function stripComments(css: string): string {
-  let out = '';
-  let at = 0;
-  for (let open = css.indexOf('/*'); open >= 0; open = css.indexOf('/*', at)) {
-    out += css.slice(at, open);
-    const close = css.indexOf('*/', open + 2);
-    at = close < 0 ? css.length : close + 2;
-  }
-  return out + css.slice(at);
-}
-
-/**
- * Longer selectors, or more hiding selectors, are not read but hide everything: a real mail has
- * neither, and the work stays bounded.
- */
-const MAX_SELECTOR = 256;
-const MAX_HIDING_SELECTORS = 500;
-const HIDE_ALL: Compound[][] = [[{ classes: [] }]];
-
-/**
- * Selectors of <style> rules that hide what they match. Errs on the side of hiding: rules inside
- * @media count, sibling combinators match any position, pseudo-classes are ignored. Split by
- * braces with indexOf, so a hostile style sheet costs linear time.
- */
-function hidingSelectors(doc: import('domhandler').Document): Compound[][] {
-  const { DomUtils } = require('htmlparser2') as typeof import('htmlparser2');
-  const css = stripComments(DomUtils.getElementsByTagName('style', doc).map((el) => DomUtils.textContent(el)).join('\n'));
-  const selectors: Compound[][] = [];
-  for (const block of css.split('}')) {
-    const open = block.lastIndexOf('{');
-    if (open < 0 || !hides(block.slice(open + 1))) continue;
-    const prelude = block.slice(block.lastIndexOf('{', open - 1) + 1, open);
-    for (const selector of prelude.slice(prelude.lastIndexOf(';') + 1).split(',').map((t) => t.trim())) {
-      if (selector === '' || selector.startsWith('@')) continue;
-      if (selector.length > MAX_SELECTOR || selectors.length >= MAX_HIDING_SELECTORS) return HIDE_ALL;
-      const path = selector.split(/\s*[+~]\s*/).pop()!.split(/\s*>\s*|\s+/).filter(Boolean);
-      if (path.length) selectors.push(path.map(compound));
-    }
-  }
-  return selectors;
-}
-
-/** Descendant semantics for every step of the path (a child is also a descendant). */
-function selectorMatches(el: Element, ancestors: Element[], path: Compound[]): boolean {
-  if (!matchesCompound(el, path[path.length - 1])) return false;
-  let i = path.length - 2;
-  for (let a = ancestors.length - 1; a >= 0 && i >= 0; a--) if (matchesCompound(ancestors[a], path[i])) i--;
-  return i < 0;
-}
-
-/** Removes elements a mail client would not show (hidden attribute, hiding styles and style rules, templates). */
-function visibleHtml(html: string): string {
-  const { parseDocument } = require('htmlparser2') as typeof import('htmlparser2');
-  const render = (require('dom-serializer') as { default: typeof import('dom-serializer').default }).default;
-  type Node = import('domhandler').ChildNode;
-  const doc = parseDocument(html);
-  const sheet = hidingSelectors(doc);
-  const prune = (nodes: Node[], ancestors: Element[]): Node[] =>
-    nodes.filter((node) => {
-      if (node.type === 'tag' || node.type === 'script' || node.type === 'style') {
-        const el = node as Element;
-        if (el.name === 'template' || 'hidden' in el.attribs || hides(el.attribs.style ?? '')) return false;
-        if (sheet.some((path) => selectorMatches(el, ancestors, path))) return false;
-        ancestors.push(el);
-        el.children = prune(el.children, ancestors);
-        ancestors.pop();
-      }
-      return true;
-    });
-  doc.children = prune(doc.children, []);
-  return render(doc);
-}
-
-function htmlToText(html: string): string {
-  const { convert } = require('html-to-text') as typeof import('html-to-text');
-  return convert(visibleHtml(html), {
-    wordwrap: false,
-    selectors: [
-      { selector: 'a', options: { ignoreHref: true } },
-      { selector: 'img', format: 'skip' },
-      { selector: 'head', format: 'skip' },
-      { selector: 'style', format: 'skip' },
-      { selector: 'script', format: 'skip' },
-    ],
-  });
+  /** The visible text of the HTML part that is the plain body's alternative, when there is one. */
+  htmlAlternative?: string;
+  /** Why the text of the message could not be read (the sender gets this, nothing runs). */
+  unreadable?: string;
+  /** A delivery or read report (multipart/report, message/delivery-status…): automatic mail. */
+  report?: string;
 }
 
 function mailboxes(value: unknown): { address: string; name: string }[] {
@@ -157,51 +33,183 @@ function mailboxes(value: unknown): { address: string; name: string }[] {
 
 function idList(value: unknown): string[] {
   const list = ([] as string[]).concat((value as string | string[]) ?? []);
-  return list.flatMap((v) => v.match(/<[^<>\s]+>/g) ?? []);
+  // An id longer than a header line may be (RFC 5322: 998) is no id: it would only bloat keys and replies.
+  return list.flatMap((v) => v.match(/<[^<>\s]+>/g) ?? []).filter((id) => id.length <= 998);
 }
 
-export async function parseMail(raw: Buffer): Promise<IncomingMail> {
+/**
+ * The journal key of a message: its Message-ID, compared as RFC 5322 says (the domain is
+ * case-insensitive, the local part is not), else a hash of its bytes.
+ */
+export function journalKey(messageId: string | undefined, raw: Buffer): string {
+  if (!messageId) return `sha256:${createHash('sha256').update(raw).digest('hex')}`;
+  const at = messageId.lastIndexOf('@');
+  return `mid:${at < 0 ? messageId : messageId.slice(0, at) + messageId.slice(at).toLowerCase()}`;
+}
+
+interface HeaderField {
+  /** Lower-case field name. */
+  key: string;
+  /** Unfolded value, trimmed, as a latin1 string of its raw bytes. */
+  value: string;
+}
+
+const FIELD_NAME = /^[!-9;-~]+$/;
+
+/**
+ * The header block split into fields in one linear pass (folded lines joined with a space), and
+ * where the body starts: the header is read once here, however large, and never handed whole to
+ * a parser that keeps a copy of every line.
+ */
+function splitHeader(raw: Buffer): { fields: HeaderField[]; bodyStart: number } {
+  const cut = [raw.indexOf('\r\n\r\n'), raw.indexOf('\n\n')].filter((i) => i >= 0).sort((a, b) => a - b)[0];
+  const end = cut ?? raw.length;
+  const bodyStart = cut === undefined ? raw.length : raw[cut] === 0x0d ? cut + 4 : cut + 2;
+  const text = raw.subarray(0, end).toString('latin1');
+  const fields: HeaderField[] = [];
+  let current: { key: string; pieces: string[] } | undefined;
+  const finish = () => {
+    if (current) fields.push({ key: current.key, value: current.pieces.join(' ').trim() });
+    current = undefined;
+  };
+  for (let at = 0; at < text.length; ) {
+    let next = text.indexOf('\n', at);
+    if (next < 0) next = text.length;
+    const line = text.slice(at, next).replace(/\r$/, '');
+    at = next + 1;
+    if ((line.startsWith(' ') || line.startsWith('\t')) && current) {
+      current.pieces.push(line.replace(/^[ \t]+/, ''));
+      continue;
+    }
+    finish();
+    const colon = line.indexOf(':');
+    const key = colon > 0 ? line.slice(0, colon).trimEnd() : '';
+    if (FIELD_NAME.test(key)) current = { key: key.toLowerCase(), pieces: [line.slice(colon + 1)] };
+  }
+  finish();
+  return { fields, bodyStart };
+}
+
+/** Fields whose parsed form comes from mailparser (address lists, dates, ids). */
+const PARSED_FIELDS = new Set(['from', 'date', 'message-id', 'references']);
+/** References keeps its first ids and its latest ones (what threading and loop checks use). */
+const REFERENCES_KEPT = { head: 2048, tail: 8192 };
+
+function keptReferences(value: string): string {
+  if (value.length <= REFERENCES_KEPT.head + REFERENCES_KEPT.tail) return value;
+  const head = value.slice(0, REFERENCES_KEPT.head);
+  const tail = value.slice(-REFERENCES_KEPT.tail);
+  return `${head.slice(0, head.lastIndexOf(' ') + 1)}${tail.slice(tail.indexOf(' ') + 1)}`;
+}
+
+async function parseHeaders(fields: HeaderField[]): Promise<Map<string, unknown>> {
   const { MailParser } = require('mailparser') as typeof import('mailparser');
-  // The message size cap (limits.maxMessageBytes) bounds the header too; mailparser's own 1 MiB
-  // cap would turn a known user's message with a long header line into an unparseable one. Its
-  // header cost counts each line as at least 64 bytes, hence the margin.
-  const parser = new MailParser({
-    skipHtmlToText: true,
-    skipTextToHtml: true,
-    skipTextLinks: true,
-    skipImageLinks: true,
-    maxHeadSize: Math.max(2 * raw.length, 1024 * 1024),
-  } as ConstructorParameters<typeof MailParser>[0]);
-  const headers = await new Promise<Map<string, unknown>>((resolve, reject) => {
+  const block = fields
+    .filter((f) => PARSED_FIELDS.has(f.key))
+    .map((f) => `${f.key}: ${f.key === 'references' ? keptReferences(f.value) : f.value}\r\n`)
+    .join('');
+  // mailparser counts each header line as at least 64 bytes against its cap; the message size
+  // cap (limits.maxMessageBytes) is what bounds the header.
+  const parser = new MailParser({ skipHtmlToText: true, skipTextToHtml: true, skipTextLinks: true, skipImageLinks: true, maxHeadSize: 64 * block.length + 1024 * 1024 } as ConstructorParameters<typeof MailParser>[0]);
+  return new Promise<Map<string, unknown>>((resolve, reject) => {
     let headerMap: Map<string, unknown> = new Map();
     parser.on('headers', (h: Map<string, unknown>) => (headerMap = h));
-    parser.on('data', (data: { type: string; content?: NodeJS.ReadableStream; release?: () => void }) => {
-      // Attachments are not read; drain them so the parser does not stall.
-      if (data.type === 'attachment') {
-        data.content!.on('end', () => data.release!());
-        data.content!.resume();
-      }
-    });
+    parser.on('data', () => undefined);
     parser.on('error', reject);
     parser.on('end', () => resolve(headerMap));
-    parser.end(raw);
+    parser.end(Buffer.from(`${block}\r\n`, 'latin1'));
   });
+}
 
-  const tree = (parser as unknown as { tree?: TreeNode }).tree;
-  const plain = firstPart(tree, 'text/plain');
-  const html = plain === undefined ? firstPart(tree, 'text/html') : undefined;
-  const lines = (parser as unknown as { headerLines: { key: string; line: string }[] }).headerLines ?? [];
-  const rawHeader = (name: string) =>
-    lines.filter((l) => l.key === name).map((l) => l.line.slice(l.line.indexOf(':') + 1).replace(/\r?\n[ \t]+/g, ' ').trim());
+/** The body with only the header fields that describe its MIME structure. */
+function mimeBody(raw: Buffer, fields: HeaderField[], bodyStart: number): Buffer {
+  const structure = fields.filter((f) => f.key.startsWith('content-')).map((f) => `${f.key}: ${f.value}\r\n`).join('');
+  return Buffer.concat([Buffer.from(`${structure}\r\n`, 'latin1'), raw.subarray(bodyStart)]);
+}
+
+/** The first part of a type in reading order, never inside an embedded message or an attachment. */
+function firstPart(part: MimePart, type: string): MimePart | undefined {
+  if (part.contentType.startsWith('message/') || part.disposition === 'attachment') return undefined;
+  if (part.contentType === type && part.bytes) return part;
+  for (const child of part.children) {
+    const found = firstPart(child, type);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/** The multipart/alternative both parts belong to, when they are two versions of one text. */
+function alternatives(a: MimePart, b: MimePart): boolean {
+  const ancestorsOfA = new Set<MimePart>();
+  for (let p = a.parent; p; p = p.parent) ancestorsOfA.add(p);
+  for (let p = b.parent; p; p = p.parent) if (ancestorsOfA.has(p)) return p.contentType === 'multipart/alternative';
+  return false;
+}
+
+const REPORT_PARTS = /^message\/(delivery-status|disposition-notification|feedback-report|global-delivery-status|global-disposition-notification)$/;
+
+function reportIn(part: MimePart): string | undefined {
+  if (part.contentType === 'multipart/report') return `a delivery or read report (multipart/report${part.reportType ? `; ${part.reportType}` : ''})`;
+  if (REPORT_PARTS.test(part.contentType)) return `a delivery or read report (${part.contentType})`;
+  for (const child of part.children) {
+    const found = reportIn(child);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * Reads what the pipeline needs: headers (mailparser, on the header block only) and the request
+ * text (our own walk of the MIME tree): the first text/plain part, or the visible text of the
+ * first HTML part when there is none. Text in embedded messages and attachments is never read.
+ */
+export async function parseMail(raw: Buffer): Promise<IncomingMail> {
+  const { fields, bodyStart } = splitHeader(raw);
+  const byName = new Map<string, string[]>();
+  for (const f of fields) {
+    const values = byName.get(f.key);
+    if (values) values.push(f.value);
+    else byName.set(f.key, [f.value]);
+  }
+  const headers = await parseHeaders(fields);
   const date = headers.get('date');
-  return {
+  const subject = byName.get('subject')?.[0];
+  const mail: IncomingMail = {
     from: mailboxes(headers.get('from')),
-    subject: String(headers.get('subject') ?? ''),
+    subject: subject === undefined ? '' : decodeHeaderValue(subject),
     messageId: idList(headers.get('message-id'))[0],
     references: idList(headers.get('references')),
     date: date instanceof Date && !Number.isNaN(date.getTime()) ? date : undefined,
-    header: rawHeader,
-    body: plain ?? (html !== undefined ? htmlToText(html) : ''),
-    bodySource: plain !== undefined ? 'plain' : html !== undefined ? 'html' : 'none',
+    header: (name) => byName.get(name) ?? [],
+    body: '',
+    bodySource: 'none',
   };
+
+  let tree: MimePart;
+  try {
+    tree = await readMimeTree(mimeBody(raw, fields, bodyStart));
+  } catch (err) {
+    // The header was read, so a known sender can still be told why nothing ran.
+    mail.unreadable = `its MIME structure could not be read (${(err as Error).message})`;
+    return mail;
+  }
+  mail.report = reportIn(tree);
+  const plain = firstPart(tree, 'text/plain');
+  const html = firstPart(tree, 'text/html');
+  const visibleText = (part: MimePart) => htmlToText(decodeText(part.bytes!, part.charset));
+  try {
+    if (plain) {
+      // Line ends stay as they came: the reader handles CRLF without copying a large body.
+      mail.body = decodeText(plain.bytes!, plain.charset);
+      mail.bodySource = 'plain';
+      if (html && alternatives(plain, html)) mail.htmlAlternative = visibleText(html);
+    } else if (html) {
+      mail.body = visibleText(html);
+      mail.bodySource = 'html';
+    }
+  } catch (err) {
+    if (!(err instanceof UnreadableMail)) throw err;
+    mail.unreadable = err.message;
+  }
+  return mail;
 }

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { parseMail } from '../mail/parse';
+import { journalKey, parseMail } from '../mail/parse';
 
 /** The header block of a raw message, with folded lines joined. */
 function headerLines(raw: Buffer): string[] {
@@ -37,7 +36,7 @@ export async function messageKey(raw: Buffer, maxMessageBytes = Infinity): Promi
   } catch {
     // The pipeline drops an unparseable message; the hash names it all the same.
   }
-  return id ? `mid:${id.toLowerCase()}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
+  return journalKey(id, raw);
 }
 
 /**
