@@ -23,10 +23,30 @@ test('reply headers: threading, RFC 3834 marks, addressed to the From mailbox on
   assert.equal(reply.references, ['<root@example.com>', '<mid@example.com>', '<req-1@example.com>']);
   assert.is(reply.headers.get('auto-submitted'), 'auto-replied');
   assert.is(reply.headers.get('x-loop'), 'agent@example.com');
+  assert.is(reply.headers.get('x-auto-response-suppress'), 'All');
   assert.is(reply.from!.value[0].address, 'agent@example.com');
   assert.is((reply.to as { text: string }).text, 'ops@example.com');
-  assert.match(reply.messageId!, /@example\.com>$/);
+  // The mark by which a reply of ours that comes back (loop headers stripped) is recognised.
+  assert.match(reply.messageId!, /^<mailagent\.[0-9a-f-]{36}@example\.com>$/);
   assert.equal(outcome.kind === 'reply' && outcome.reply.envelope, { from: 'agent@example.com', to: ['ops@example.com'] });
+});
+
+test('a long subject is cut at 200 characters, never inside a character', async () => {
+  const long = `${'é'.repeat(150)}${'😀'.repeat(100)}`;
+  const reply = await readReply(await processMessage(mail('status', { Subject: long }), testDeps(config)));
+  assert.is(reply.subject, `Re: ${'é'.repeat(150)}${'😀'.repeat(50)}… — processed (1 ok, 0 failed)`);
+});
+
+test('References keeps the thread root and the latest ids, within 2 KB; oversized ids are left out', async () => {
+  const ids = Array.from({ length: 300 }, (_, i) => `<ref-${i}@example.com>`);
+  const huge = `<${'x'.repeat(400)}@example.com>`;
+  const reply = await readReply(await processMessage(mail('status', { 'Message-ID': '<req-refs@example.com>', References: [huge, ...ids].join(' ') }), testDeps(config)));
+  const refs = reply.references as string[];
+  assert.is(refs[0], '<ref-0@example.com>');
+  assert.is(refs[refs.length - 1], '<req-refs@example.com>');
+  assert.is(refs[refs.length - 2], '<ref-299@example.com>');
+  assert.ok(refs.join(' ').length <= 2000, `${refs.join(' ').length} bytes`);
+  assert.not.ok(refs.includes(huge));
 });
 
 test('a subject that already starts with Re: is not prefixed twice', async () => {

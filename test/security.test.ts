@@ -107,7 +107,8 @@ test('without strong evidence, a change gets a confirmation request; the reply w
   assert.is(challenge.subject, 'Re: fix — confirmation needed');
   assert.match(challenge.text!, /^confirm=[0-9a-f]{32}$/m);
   assert.equal(ran, []);
-  const quoted = `Yes please.\n\nOn Wed, mailagent wrote:\n${challenge.text!.split('\n').map((l) => `> ${l}`).join('\n')}`;
+  const token = /^confirm=[0-9a-f]{32}$/m.exec(challenge.text!)![0];
+  const quoted = `Yes please.\n${token}\n\nOn Wed, mailagent wrote:\n${challenge.text!.split('\n').map((l) => `> ${l}`).join('\n')}`;
   const done = await readReply(await processMessage(await key.sign(mail(quoted, { Subject: 'Re: fix' })), d()));
   assert.is(done.subject, 'Re: fix — processed (2 ok, 0 failed)', done.text);
   assert.equal(ran, ['db tables', 'db touch']);

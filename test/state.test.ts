@@ -260,14 +260,15 @@ function contract(engine: Engine) {
     assert.is(await store.useTotpStep('dba@example.com', 100), true);
   });
 
-  withStore('confirmations: a token releases its commands once', async (store) => {
+  withStore('confirmations: a token releases its commands once, and only to its owner', async (store) => {
     const pending = { token: 'a'.repeat(32), sender: 'ops@example.com', commands: ['db query name=open_tickets', 'db tables'], expiresAt: 1_800_000_000_000 };
     await store.saveConfirmation(pending);
     await store.saveConfirmation({ ...pending, token: 'b'.repeat(32) });
-    assert.equal(await store.takeConfirmation('a'.repeat(32)), pending);
-    assert.is(await store.takeConfirmation('a'.repeat(32)), undefined);
-    assert.is(await store.takeConfirmation('c'.repeat(32)), undefined);
-    assert.is((await store.takeConfirmation('b'.repeat(32)))?.sender, 'ops@example.com');
+    assert.is(await store.takeConfirmation('a'.repeat(32), 'helpdesk@example.com'), undefined, 'another user cannot take it');
+    assert.equal(await store.takeConfirmation('a'.repeat(32), 'ops@example.com'), pending, 'nor burn it for its owner');
+    assert.is(await store.takeConfirmation('a'.repeat(32), 'ops@example.com'), undefined);
+    assert.is(await store.takeConfirmation('c'.repeat(32), 'ops@example.com'), undefined);
+    assert.is((await store.takeConfirmation('b'.repeat(32), 'ops@example.com'))?.sender, 'ops@example.com');
   });
 
   withStore('events: counted by kind, subject and time', async (store) => {
@@ -473,7 +474,7 @@ function concurrency(engine: SharedEngine) {
     for (let n = 0; n < 20; n++) {
       await parent!.saveConfirmation({ token: `token-${n}`, sender: 'ops@example.com', commands: [`jobs run job-${n}`], expiresAt: 1_800_000_000_000 });
     }
-    const taken = await spread(80, (w, i) => w.call<{ token: string } | null>('takeConfirmation', `token-${i % 20}`));
+    const taken = await spread(80, (w, i) => w.call<{ token: string } | null>('takeConfirmation', `token-${i % 20}`, 'ops@example.com'));
     for (let n = 0; n < 20; n++) {
       const got = taken.filter((p, i) => i % 20 === n && p !== null);
       assert.is(got.length, 1, `token-${n} was released ${got.length} times`);

@@ -1,19 +1,28 @@
 import { randomBytes } from 'node:crypto';
 
+import type { BodyLine } from '../core/lines';
+
 /**
  * Confirmation by reply: the agent answers a request that needs strong evidence with a
  * single-use 128-bit token bound to the sender and to the exact command lines; replying with the
- * token (it may stay in the quoted text) runs exactly those commands.
+ * token as the sender's own text runs exactly those commands. A token only in quoted text does
+ * not count: an out-of-office reply quotes the challenge too.
  */
-const TOKEN = /\bconfirm=([0-9a-f]{32})\b/i;
+export const CONFIRM_LINE = /^confirm\s*=/i;
+const TOKEN_LINE = /^confirm\s*=\s*([0-9a-f]{32})$/i;
 
 export function newToken(): string {
   return randomBytes(16).toString('hex');
 }
 
-/** Finds a token anywhere in the body, quoted reply text included. */
-export function findToken(body: string): string | undefined {
-  return TOKEN.exec(body)?.[1]?.toLowerCase();
+/**
+ * The token of the first `confirm=` line of the request (never the Subject); 'malformed' when
+ * that line holds no token.
+ */
+export function findToken(lines: BodyLine[]): string | 'malformed' | undefined {
+  const line = lines.find((l) => l.line > 0 && CONFIRM_LINE.test(l.text));
+  if (!line) return undefined;
+  return TOKEN_LINE.exec(line.text)?.[1]?.toLowerCase() ?? 'malformed';
 }
 
 export function challengeText(token: string, commands: string[], minutes: number): string {
@@ -22,8 +31,8 @@ export function challengeText(token: string, commands: string[], minutes: number
     '',
     ...commands.map((c) => `  ${c}`),
     '',
-    `To run them, reply to this message within ${minutes} minutes. Keep this line in your reply`,
-    '(quoted is fine) and add no other commands:',
+    `To run them, reply to this message within ${minutes} minutes with this line in your own text,`,
+    'above the quoted message (a quoted copy does not count), and no other commands:',
     '',
     `confirm=${token}`,
     '',

@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Config, Evidence, UserConfig } from '../config/types';
-import { challengeText, findToken, newToken } from '../auth/confirm';
+import { CONFIRM_LINE, challengeText, findToken, newToken } from '../auth/confirm';
 import { hasDkimEvidence, type DnsResolver } from '../auth/dkim';
-import { automaticReason } from '../auth/loops';
+import { answersOwnMessage, automaticReason } from '../auth/loops';
 import { acceptsConfirmation, baseline, describeEvidence, requiredFor, satisfies, strictest, type Achieved } from '../auth/policy';
 import { bodyHash, dateProblem, repeatedField } from '../auth/replay';
 import { knownSender } from '../auth/senders';
 import { OTP_LINE, checkTotp, type TotpResult } from '../auth/totp';
-import { parseMail, type IncomingMail } from '../mail/parse';
+import { journalKey, parseMail, type IncomingMail } from '../mail/parse';
 import { composeReply } from '../mail/reply';
 import { renderHelp } from '../render/help';
 import { renderTranscript, type Attachment, type Step } from '../render/transcript';
@@ -54,12 +54,19 @@ function headerBlock(raw: Buffer): Buffer {
   return Buffer.concat([cut === undefined ? raw.subarray(0, 64 * 1024) : raw.subarray(0, cut), Buffer.from('\r\n\r\n')]);
 }
 
-function journalKey(mail: IncomingMail, raw: Buffer): string {
-  return mail.messageId ? `mid:${mail.messageId.toLowerCase()}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
+/** Problems listed in a reply; the rest are counted. One hostile mail must not make a huge reply. */
+const MAX_LISTED_PROBLEMS = 20;
+
+function problemList(problems: string[]): string {
+  const listed = problems.slice(0, MAX_LISTED_PROBLEMS).map((p) => `- ${p}`);
+  const more = problems.length - listed.length;
+  return [...listed, ...(more > 0 ? [`- … and ${more} more problem${more === 1 ? '' : 's'}`] : [])].join('\n');
 }
 
-/** Lines that carry proof rather than commands. */
-const CONFIRM_LINE = /^confirm=/i;
+const QUOTED_TOKEN = /\bconfirm=[0-9a-f]{32}\b/i;
+
+/** The request as a reader sees it: its command lines, whitespace runs as one space. */
+const requestWords = (lines: BodyLine[]) => lines.map((l) => l.text.replace(/\s+/g, ' '));
 
 const registry = (deps: PipelineDeps): Registry => deps.services ?? builtinServices;
 
@@ -181,9 +188,11 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   if (stale) return drop(stale);
 
   const sender = mail.from[0].address;
-  const key = journalKey(mail, raw);
+  const key = journalKey(mail.messageId, raw);
   const hash = bodyHash(mail);
-  const previous = await store.get(key);
+  // Keys written before Message-IDs kept the case of their local part folded the whole id.
+  const legacyKey = mail.messageId ? `mid:${mail.messageId.toLowerCase()}` : key;
+  const previous = (await store.get(key)) ?? (legacyKey === key ? undefined : await store.get(legacyKey));
   if (previous && previous.bodyHash !== hash) return drop('Message-ID reused with different content (possible replay)');
   if (previous?.state === 'replied') {
     audit({ messageId: mail.messageId, sender, decision: 'duplicate', reason: 'already answered' });
@@ -199,7 +208,9 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   const dkim = tooLarge ? false : await hasDkimEvidence(raw, mail, config, deps.dnsResolver);
   const pgp = tooLarge ? { ok: false } : await pgpEvidence(raw, user);
   const body = pgp.ok ? pgp.signedText! : mail.body;
-  const allLines = requestLines(body, pgp.ok ? '' : mail.subject);
+  // One line past the cap (and room for the otp= and confirm= lines) is enough to see "too many".
+  const readingLimits = { maxLines: config.limits.maxCommands + 3, maxLineChars: config.limits.maxLineBytes + 1 };
+  const allLines = requestLines(body, pgp.ok ? '' : mail.subject, readingLimits);
   const otpLines = allLines.filter((l) => OTP_LINE.test(l.text));
   const achieved: Achieved = { dkim, totp: false, pgp: pgp.ok, confirm: false };
   const floor = baseline(config, user);
@@ -268,15 +279,30 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
     return reject('not processed (message too large)', 'message too large',
       `Your message is ${raw.length} bytes; this agent reads messages up to ${config.limits.maxMessageBytes} bytes. Nothing was run.\n`);
   }
+  if (mail.unreadable && !pgp.ok) {
+    return reject('not processed (unreadable message)', `unreadable: ${mail.unreadable}`,
+      `Nothing was run: your message could not be read: ${mail.unreadable}.\nSend the commands as plain text.\n`);
+  }
+  // What the sender saw (the HTML) must be what is read (the plain part): hidden commands are refused.
+  if (mail.htmlAlternative !== undefined && !pgp.ok) {
+    const fromHtml = requestWords(requestLines(mail.htmlAlternative, mail.subject, readingLimits));
+    const fromPlain = requestWords(allLines);
+    // Only line breaks may differ (a plain part wrapped at 76 characters): same words, same order.
+    if (fromHtml.join('\n') !== fromPlain.join('\n') && fromHtml.join(' ') !== fromPlain.join(' ')) {
+      return reject('not processed (plain and HTML versions differ)', 'the plain-text and HTML parts differ',
+        'Nothing was run: the plain-text and HTML versions of your message differ, so it is not clear which commands you meant.\n' +
+        'Send the commands as plain text only, or make sure both versions say the same.\n');
+    }
+  }
 
   // A reply carrying a confirmation token releases the commands the token was issued for.
   const services = registry(deps);
   let lines = allLines.filter((l) => !OTP_LINE.test(l.text) && !CONFIRM_LINE.test(l.text));
   const commandWords = ['help', 'status', ...configuredServices(config, services)];
   const startsLikeCommand = (l: BodyLine) => commandWords.includes(l.text.split(/\s/)[0].toLowerCase());
-  const token = findToken(body);
+  const token = findToken(allLines);
   if (token) {
-    const pending = await store.takeConfirmation(token);
+    const pending = token === 'malformed' ? undefined : await store.takeConfirmation(token, sender.toLowerCase());
     // "Yes, go ahead" is fine in a confirmation; other commands are not.
     const own = lines.filter((l) => l.line > 0 && startsLikeCommand(l)).map((l) => l.text);
     const problem = !pending || pending.sender !== sender.toLowerCase() || pending.expiresAt < now.getTime()
@@ -290,18 +316,28 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
     base.evidence = listEvidence(achieved);
   }
 
+  // A token only in the quoted text is not read; a sender who meant to confirm is told where it goes.
+  const quotedTokenHint = !token && QUOTED_TOKEN.test(body)
+    ? '\nThe confirm= line is only in the quoted part of your message, which is not read: to confirm, write it in your own text, above the quote.\n'
+    : '';
   // A Subject is only a command when it starts like one; otherwise the sender gets help.
   lines = lines.filter((l) => l.line > 0 || startsLikeCommand(l));
+  // An answer to one of our replies that asks for nothing (an auto-responder that sends none of
+  // the usual headers, or a "thanks"): another reply could start a loop.
+  if (!token && answersOwnMessage(mail, config) && !lines.some(startsLikeCommand)) {
+    audit({ ...base, decision: 'dropped', reason: 'a reply to our message without a command' });
+    return { kind: 'silent', reason: 'a reply to our message without a command (an auto-responder?)' };
+  }
   if (lines.length === 0) {
     audit({ ...base, decision: 'help', reason: 'no command found' });
-    return reply('help', 'no command found', `No command was found in your message.\n\n${renderHelp(services, config, user)}\n`);
+    return reply('help', 'no command found', `No command was found in your message.\n${quotedTokenHint}\n${renderHelp(services, config, user)}\n`);
   }
   const request = readRequest(lines, config, user, services);
   if (request.problems.length) {
     const count = request.problems.length;
-    return reject(`not processed (${count} problem${count === 1 ? '' : 's'})`, request.problems.join(' | '),
-      `Nothing was run: every line must be valid before any command runs.\n\n${request.problems.map((p) => `- ${p}`).join('\n')}\n\n` +
-      'Send "help" for the list of commands, or "help <service>" for the details of one.\n');
+    return reject(`not processed (${count} problem${count === 1 ? '' : 's'})`, request.problems.slice(0, MAX_LISTED_PROBLEMS).join(' | '),
+      `Nothing was run: every line must be valid before any command runs.\n\n${problemList(request.problems)}\n\n` +
+      'Send "help" for the list of commands, or "help <service>" for the details of one.\n' + quotedTokenHint);
   }
 
   // Authentication strong enough for every command, or nothing runs.

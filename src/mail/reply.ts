@@ -23,9 +23,51 @@ export interface ReplyContent {
 // (?<!\s): the match starts at the first space of a run, so a long run of spaces is linear, not quadratic.
 const OUR_STATUS = /(?<!\s)\s+—\s+(processed|not processed|no command found|outcome unknown|confirmation needed)\b[^—]*$/;
 
+/** Bounds on what a reply copies from the request: one hostile header must not make a huge reply. */
+export const REPLY_LIMITS = { subjectChars: 200, referencesBytes: 2000, idBytes: 250, textBytes: 256 * 1024 };
+
+/** The first `max` characters (code points, so a surrogate pair is never split), with "…" when cut. */
+function cutChars(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const chars = Array.from(text.slice(0, 2 * max));
+  return chars.length <= max && text.length <= 2 * max ? text : `${chars.slice(0, max).join('')}…`;
+}
+
 function replySubject(original: string, status: string): string {
-  const base = original.trim().replace(OUR_STATUS, '') || '(no subject)';
+  const base = cutChars(original.slice(0, 4 * REPLY_LIMITS.subjectChars).trim().replace(OUR_STATUS, ''), REPLY_LIMITS.subjectChars) || '(no subject)';
   return `${/^re\s*:/i.test(base) ? base : `Re: ${base}`} — ${status}`;
+}
+
+/**
+ * RFC 5322 3.6.4 allows trimming References: the first id (the thread's root) and as many of the
+ * latest as fit, which is what threading uses. Oversized ids are left out.
+ */
+function boundedReferences(ids: string[]): string[] | undefined {
+  const usable = ids.filter((id) => id.length <= REPLY_LIMITS.idBytes);
+  if (usable.length === 0) return undefined;
+  const [root, ...rest] = usable;
+  const tail: string[] = [];
+  let bytes = root.length;
+  for (let i = rest.length - 1; i >= 0 && bytes + rest[i].length + 1 <= REPLY_LIMITS.referencesBytes; i--) {
+    tail.unshift(rest[i]);
+    bytes += rest[i].length + 1;
+  }
+  return [root, ...tail];
+}
+
+/** The reply's text, cut (with a note) past the limit: attachments carry bulk, the body stays readable. */
+function boundedText(text: string): string {
+  if (text.length <= REPLY_LIMITS.textBytes / 4 || Buffer.byteLength(text) <= REPLY_LIMITS.textBytes) return text;
+  const cut = Buffer.from(text).subarray(0, REPLY_LIMITS.textBytes).toString('utf8').replace(/\uFFFD$/, '');
+  return `${cut.slice(0, cut.lastIndexOf('\n') + 1)}\n[… the reply was cut at ${REPLY_LIMITS.textBytes / 1024} KB]\n`;
+}
+
+/** Our own Message-IDs carry this mark, so that a reply of ours coming back is recognised. */
+const OWN_ID_PREFIX = 'mailagent.';
+
+export function isOwnMessageId(id: string, agentAddress: string): boolean {
+  const at = id.lastIndexOf('@');
+  return id.startsWith(`<${OWN_ID_PREFIX}`) && id.slice(at + 1, -1).toLowerCase() === agentAddress.split('@')[1].toLowerCase();
 }
 
 /**
@@ -35,18 +77,20 @@ function replySubject(original: string, status: string): string {
 export async function composeReply(config: Config, incoming: IncomingMail, content: ReplyContent, now: Date): Promise<ReplyMessage> {
   const MailComposer = require('nodemailer/lib/mail-composer') as typeof MailComposerClass;
   const domain = config.agent.address.split('@')[1];
-  const messageId = `<${randomUUID()}@${domain}>`;
-  const references = [...incoming.references, ...(incoming.messageId ? [incoming.messageId] : [])];
+  const messageId = `<${OWN_ID_PREFIX}${randomUUID()}@${domain}>`;
+  const inReplyTo = incoming.messageId && incoming.messageId.length <= REPLY_LIMITS.idBytes ? incoming.messageId : undefined;
+  const references = boundedReferences([...incoming.references, ...(incoming.messageId ? [incoming.messageId] : [])]);
   const mail = new MailComposer({
     from: { name: config.agent.name ?? 'mailagent', address: config.agent.address },
     to: content.to,
     subject: replySubject(incoming.subject, content.status),
     messageId,
     date: now,
-    inReplyTo: incoming.messageId,
-    references: references.length ? references : undefined,
-    headers: { 'Auto-Submitted': 'auto-replied', 'X-Loop': config.agent.address },
-    text: content.text,
+    inReplyTo,
+    references,
+    // X-Auto-Response-Suppress: Exchange and Outlook send no out-of-office or receipt for it.
+    headers: { 'Auto-Submitted': 'auto-replied', 'X-Loop': config.agent.address, 'X-Auto-Response-Suppress': 'All' },
+    text: boundedText(content.text),
     attachments: content.attachments?.map((a) => ({ filename: a.filename, contentType: a.contentType, content: a.content })),
   });
   const raw = await new Promise<Buffer>((resolve, reject) => mail.compile().build((err: Error | null, msg: Buffer) => (err ? reject(err) : resolve(msg))));

@@ -327,8 +327,8 @@ export class PgStore implements StateStore {
     ]);
   }
 
-  async takeConfirmation(token: string): Promise<PendingConfirmation | undefined> {
-    const { rows } = await this.query(`DELETE FROM ${this.s}.mailagent_confirmations WHERE token = $1 RETURNING *`, [token]);
+  async takeConfirmation(token: string, sender: string): Promise<PendingConfirmation | undefined> {
+    const { rows } = await this.query(`DELETE FROM ${this.s}.mailagent_confirmations WHERE token = $1 AND sender = $2 RETURNING *`, [token, sender]);
     const row = rows[0];
     return row ? { token, sender: row.sender, commands: row.commands, expiresAt: row.expires_at } : undefined;
   }

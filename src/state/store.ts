@@ -105,8 +105,11 @@ export interface StateStore {
   /** Records a TOTP time step as used; false when it (or a later one) was used already. */
   useTotpStep(address: string, step: number): Promise<boolean>;
   saveConfirmation(pending: PendingConfirmation): Promise<void>;
-  /** Returns and deletes the pending confirmation, so a token works once. */
-  takeConfirmation(token: string): Promise<PendingConfirmation | undefined>;
+  /**
+   * Returns and deletes the pending confirmation issued to `sender` (lower-case), so a token works
+   * once; a token presented by anyone else is left for its owner.
+   */
+  takeConfirmation(token: string, sender: string): Promise<PendingConfirmation | undefined>;
   recordEvent(kind: RateEvent, subject: string, at: number): Promise<void>;
   countEvents(kind: RateEvent, subject: string | undefined, since: number): Promise<number>;
   close(): Promise<void>;
@@ -194,8 +197,9 @@ export class MemoryStore implements StateStore {
   async saveConfirmation(pending: PendingConfirmation) {
     this.confirmations.set(pending.token, pending);
   }
-  async takeConfirmation(token: string) {
+  async takeConfirmation(token: string, sender: string) {
     const pending = this.confirmations.get(token);
+    if (pending?.sender !== sender) return undefined;
     this.confirmations.delete(token);
     return pending;
   }
@@ -364,8 +368,8 @@ export class SqliteStore implements StateStore {
     this.db.prepare('INSERT INTO confirmations (token, sender, commands, expires_at) VALUES (?, ?, ?, ?)').run(p.token, p.sender, JSON.stringify(p.commands), p.expiresAt);
   }
 
-  async takeConfirmation(token: string): Promise<PendingConfirmation | undefined> {
-    const row = this.db.prepare('DELETE FROM confirmations WHERE token = ? RETURNING *').get(token) as Record<string, any> | undefined;
+  async takeConfirmation(token: string, sender: string): Promise<PendingConfirmation | undefined> {
+    const row = this.db.prepare('DELETE FROM confirmations WHERE token = ? AND sender = ? RETURNING *').get(token, sender) as Record<string, any> | undefined;
     return row ? { token, sender: row.sender, commands: JSON.parse(row.commands), expiresAt: row.expires_at } : undefined;
   }
 
