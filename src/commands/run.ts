@@ -1,6 +1,7 @@
 import { loadConfig } from '../config/load';
 import { EXIT, UserError } from '../core/errors';
 import { processMessage } from '../core/pipeline';
+import { sweepSpool } from '../mail/spool';
 import { Outbox, outboxLeaseMs } from '../mail/outbox';
 import { createSmtpSender } from '../mail/smtp';
 import type { Config } from '../config/types';
@@ -47,6 +48,8 @@ export async function handler(argv: { config?: string; print?: boolean; sender?:
   if (raw.length === 0) throw new UserError('stdin was empty: expected one RFC 822 message', EXIT.USAGE);
 
   const store: StateStore = argv.print ? new MemoryStore() : await openStateStore(config);
+  // Attachments a crashed run or watch left behind; those of running processes are theirs.
+  sweepSpool(config.state.path);
   try {
     const outcome = await processMessage(raw, {
       config,

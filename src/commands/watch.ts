@@ -9,6 +9,7 @@ import type { Scheduler } from '../services/jobs/scheduler';
 import { closeJobsStores } from '../services/jobs/stores';
 import { openStateStore } from '../state/open';
 import { MemoryStore, type StateStore } from '../state/store';
+import { sweepSpool } from '../mail/spool';
 import { Agent } from '../watch/agent';
 import { AgentIdentity } from '../watch/leases';
 
@@ -44,6 +45,8 @@ export async function handler(argv: WatchArgs): Promise<number> {
   const log = createLogger({ level: argv.debug ? 'debug' : level, json: format ? format === 'json' : undefined });
 
   const store: StateStore = dryRun ? new MemoryStore() : await openStateStore(config);
+  // Attachments a crashed run or watch left behind; those of running processes are theirs.
+  if (!dryRun) sweepSpool(config.state.path);
   const identity = dryRun ? undefined : new AgentIdentity(join(dirname(config.state.path), 'agents'));
   const agent = new Agent({ config, store, log, identity, once, dryRun, drainMs: once ? 30_000 : 10_000 });
 

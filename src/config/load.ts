@@ -94,6 +94,9 @@ export function validateConfig(input: unknown, file: string): Config {
   if (problems.length) throw new ConfigError(file, problems);
   const cfg = raw as Record<string, any>;
   const services: Config['services'] = cfg.services ?? {};
+  for (const share of Object.values(services.files?.shares ?? {})) {
+    if (share.path) share.path = absolutise(share.path, file);
+  }
   for (const db of Object.values(services.db?.databases ?? {})) {
     if (db.sqlite) db.sqlite.path = absolutise(db.sqlite.path, file);
     for (const server of [db.postgres, db.mysql]) {

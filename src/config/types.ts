@@ -87,9 +87,54 @@ export interface JobsServiceConfig {
   keepRuns?: number;
 }
 
+/** A directory on an SFTP host, reached with a key; the host key is pinned. */
+export interface SftpShare {
+  host: string;
+  port?: number;
+  user: string;
+  privateKey: SecretRef;
+  passphrase?: SecretRef;
+  /** `SHA256:…` as `ssh-keygen -lf` prints it; any other host key is refused. */
+  hostKey: string;
+  /** Absolute root directory on the host. */
+  path: string;
+  timeoutSeconds?: number;
+}
+
+/** Exactly one of path (a local directory, absolute after loading) and sftp is set. */
+export interface FilesShare {
+  path?: string;
+  sftp?: SftpShare;
+  readOnly?: boolean;
+  description?: string;
+}
+
+export interface FilesServiceConfig {
+  shares: Record<string, FilesShare>;
+  /** Largest file `files get` attaches (default 10 MiB). */
+  maxFileBytes?: number;
+}
+
+/** An account of the internal mail system: read over IMAP, sent from over SMTP. */
+export interface MailAccount {
+  address: string;
+  name?: string;
+  imap: ImapConfig;
+  smtp: SmtpConfig;
+  description?: string;
+}
+
+export interface MailServiceConfig {
+  accounts: Record<string, MailAccount>;
+  /** Largest message `mail get` attaches (default 10 MiB). */
+  maxMessageBytes?: number;
+}
+
 export interface ServicesConfig {
   db?: DbServiceConfig;
   jobs?: JobsServiceConfig;
+  files?: FilesServiceConfig;
+  mail?: MailServiceConfig;
 }
 
 /** Proof of identity, weakest first; totp, pgp and confirm are equally strong. */
@@ -156,6 +201,8 @@ export interface Limits {
   maxCommands: number;
   maxLineBytes: number;
   maxMessageBytes: number;
+  /** Largest request attachment an action may use. */
+  maxAttachmentBytes: number;
   tableRowsInBody: number;
 }
 
@@ -191,5 +238,6 @@ export const DEFAULT_LIMITS: Limits = {
   maxCommands: 50,
   maxLineBytes: 4096,
   maxMessageBytes: 10 * 1024 * 1024,
+  maxAttachmentBytes: 10 * 1024 * 1024,
   tableRowsInBody: 40,
 };

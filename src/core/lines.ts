@@ -7,7 +7,21 @@ export interface BodyLine {
   /** 1-based physical line in the body where the command starts; 0 for the Subject. */
   line: number;
   text: string;
+  /** A here-document argument (`body<<END` … `END`): its name and the lines between, as written. */
+  heredoc?: { key: string; word: string; value: string };
+  /** Why the line cannot be read (an unclosed or oversized here-document). */
+  problem?: string;
 }
+
+/** `key<<WORD` at the end of a command line opens a here-document that ends at a line `WORD`. */
+export const HEREDOC = /(?:^|\s)([A-Za-z][A-Za-z0-9_.-]*)<<([A-Za-z0-9_]+)$/;
+/** A command as it was written, its here-document included: what a confirmation stores and shows. */
+export function commandSource(line: Pick<BodyLine, 'text' | 'heredoc'>): string {
+  return line.heredoc ? `${line.text}\n${line.heredoc.value}${line.heredoc.value === '' ? '' : '\n'}${line.heredoc.word}` : line.text;
+}
+
+/** A here-document holds text, not a file: files come as attachments. */
+export const MAX_HEREDOC_CHARS = 100_000;
 
 const STOP_WORD = /^(quit|thanks|thank you)[.!,]*$/i;
 /** A conventional closing ends the request like a signature separator; the name below it is not read. */
@@ -126,7 +140,29 @@ export function commandLines(body: string, { maxLines = Infinity, maxLineChars =
       command = parts.join(' ');
     }
     if (command === '' || command.startsWith('#')) continue;
-    out.push({ line: start, text: command.length > maxLineChars ? command.slice(0, maxLineChars) : command });
+    const text = command.length > maxLineChars ? command.slice(0, maxLineChars) : command;
+    const opener = HEREDOC.exec(command);
+    if (opener) {
+      // Its lines are text, not commands: no stop word, quote or closing ends it, only its word.
+      const [, key, word] = opener;
+      const body: string[] = [];
+      let size = 0;
+      let closed = false;
+      for (let raw = cursor.next(); raw !== undefined; raw = cursor.next()) {
+        if (raw.trim() === word) {
+          closed = true;
+          break;
+        }
+        size += raw.length + 1;
+        if (size <= MAX_HEREDOC_CHARS) body.push(raw);
+      }
+      const problem = !closed
+        ? `the here-document ${key}<<${word} is not closed by a line "${word}"`
+        : size > MAX_HEREDOC_CHARS ? `the here-document ${key}<<${word} is longer than ${MAX_HEREDOC_CHARS} characters` : undefined;
+      out.push({ line: start, text, heredoc: { key, word, value: body.join('\n') }, ...(problem && { problem }) });
+      continue;
+    }
+    out.push({ line: start, text });
   }
   return out;
 }

@@ -10,6 +10,7 @@ import { knownSender } from '../auth/senders';
 import { OTP_LINE, checkTotp, type TotpResult } from '../auth/totp';
 import { journalKey, parseMail, type IncomingMail } from '../mail/parse';
 import { composeReply } from '../mail/reply';
+import { Spool } from '../mail/spool';
 import { renderHelp } from '../render/help';
 import { renderTranscript, type Attachment, type Step } from '../render/transcript';
 import { services as builtinServices } from '../services/registry';
@@ -17,7 +18,7 @@ import type { ActionContext } from '../services/types';
 import type { AuditRecord, AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { CommandError } from './errors';
-import { requestLines, type BodyLine } from './lines';
+import { commandLines, commandSource, requestLines, type BodyLine } from './lines';
 import type { Outcome } from './outcome';
 import { configuredServices, readRequest, type Command, type Registry } from './request';
 import { statusText, type AgentStatus } from './status';
@@ -75,6 +76,8 @@ interface Origin {
   mail: IncomingMail;
   key: string;
   sender: string;
+  /** Temporary files of this request (in its spool). */
+  tempFile?: () => string;
 }
 
 function internalError(deps: PipelineDeps, where: string, err: unknown): string {
@@ -125,7 +128,8 @@ async function runCommand(command: Command, deps: PipelineDeps, user: UserConfig
   if (command.kind === 'status') return text(await statusText(deps.config, deps.store, user, deps.agentStatus?.()));
   const action = registry(deps)[command.service].actions[command.action];
   try {
-    const result = await action.run(command.args, { config: deps.config, now: deps.now, user: user.address, followUp: followUpFor(command, deps, origin) });
+    const context = { config: deps.config, now: deps.now, user: user.address, attachments: origin?.mail.attachments ?? [], tempFile: origin?.tempFile, followUp: followUpFor(command, deps, origin) };
+    const result = await action.run(command.args, context);
     return { text: command.text, outcome: { ok: true, result } };
   } catch (err) {
     const error = err instanceof CommandError ? err.message : internalError(deps, `${command.service} ${command.action}`, err);
@@ -162,6 +166,16 @@ const listEvidence = (a: Achieved): string[] => ['allowlist', ...(['dkim', 'totp
  * evidence → validate every line → authorize → run → reply. Both `run` and `watch` call this.
  */
 export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<Outcome> {
+  // The request's attachments live in the spool only while it is handled.
+  const spool = Spool.forState(deps.config.state.path);
+  try {
+    return await handleMessage(raw, deps, spool);
+  } finally {
+    spool.remove();
+  }
+}
+
+async function handleMessage(raw: Buffer, deps: PipelineDeps, spool: Spool): Promise<Outcome> {
   const { config, store } = deps;
   const now = deps.now();
   const audit = (record: Omit<AuditRecord, 'time'>) => deps.audit({ time: now.toISOString(), ...record });
@@ -169,7 +183,7 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
 
   let mail: IncomingMail;
   try {
-    mail = await parseMail(tooLarge ? headerBlock(raw) : raw);
+    mail = await parseMail(tooLarge ? headerBlock(raw) : raw, { spool, maxAttachmentBytes: config.limits.maxAttachmentBytes });
   } catch (err) {
     audit({ decision: 'dropped', reason: `unparseable message: ${(err as Error).message}` });
     return { kind: 'silent', reason: 'unparseable message' };
@@ -304,14 +318,15 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   if (token) {
     const pending = token === 'malformed' ? undefined : await store.takeConfirmation(token, sender.toLowerCase());
     // "Yes, go ahead" is fine in a confirmation; other commands are not.
-    const own = lines.filter((l) => l.line > 0 && startsLikeCommand(l)).map((l) => l.text);
+    const own = lines.filter((l) => l.line > 0 && startsLikeCommand(l)).map(commandSource);
     const problem = !pending || pending.sender !== sender.toLowerCase() || pending.expiresAt < now.getTime()
       ? 'the confirmation token is unknown, expired or already used'
       : own.length && own.join('\n') !== pending.commands.join('\n')
         ? 'the confirmation token was issued for a different list of commands'
         : undefined;
     if (problem) return reject('not processed (confirmation refused)', problem, `Nothing was run: ${problem}.\nSend the commands again to get a new confirmation request.\n`);
-    lines = pending!.commands.map((text, i) => ({ line: i + 1, text }));
+    // Read again as written (a here-document spans several lines).
+    lines = commandLines(pending!.commands.join('\n'));
     achieved.confirm = true;
     base.evidence = listEvidence(achieved);
   }
@@ -332,7 +347,7 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
     audit({ ...base, decision: 'help', reason: 'no command found' });
     return reply('help', 'no command found', `No command was found in your message.\n${quotedTokenHint}\n${renderHelp(services, config, user)}\n`);
   }
-  const request = readRequest(lines, config, user, services);
+  const request = readRequest(lines, config, user, services, { attachments: mail.attachments });
   if (request.problems.length) {
     const count = request.problems.length;
     return reject(`not processed (${count} problem${count === 1 ? '' : 's'})`, request.problems.slice(0, MAX_LISTED_PROBLEMS).join(' | '),
@@ -349,11 +364,18 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   const required = strictest(requirements);
   if (!satisfies(achieved, required)) {
     const needing = request.commands.filter((_, i) => !satisfies(achieved, requirements[i])).map((c) => c.text);
+    // A confirmation reply does not carry the request's attachments: such a request needs its proof up front.
+    const attaching = request.commands.filter((c) => c.kind === 'action' && c.usesAttachments).map((c) => `  ${c.text}`);
+    if (acceptsConfirmation(required) && !token && attaching.length) {
+      return reject('not processed (more proof needed)', `missing ${required} evidence (attachments cannot be confirmed)`,
+        `Nothing was run. These commands use files attached to your message, which a confirmation reply cannot carry:\n\n${attaching.join('\n')}\n\n` +
+        'Send the request again with a one-time code (otp=…) or a PGP signature.\n');
+    }
     if (acceptsConfirmation(required) && !token) {
       const fresh = newToken();
-      await store.saveConfirmation({ token: fresh, sender: sender.toLowerCase(), commands: request.commands.map((c) => c.text), expiresAt: now.getTime() + config.security.confirmMinutes * 60_000 });
+      await store.saveConfirmation({ token: fresh, sender: sender.toLowerCase(), commands: request.commands.map(commandSource), expiresAt: now.getTime() + config.security.confirmMinutes * 60_000 });
       audit({ ...base, decision: 'confirm-requested', reason: `needs ${required}: ${needing.join(' | ')}` });
-      return reply('confirm-requested', 'confirmation needed', `${challengeText(fresh, request.commands.map((c) => c.text), config.security.confirmMinutes)}\n`);
+      return reply('confirm-requested', 'confirmation needed', `${challengeText(fresh, request.commands.map(commandSource), config.security.confirmMinutes)}\n`);
     }
     return reject('not processed (more proof needed)', `missing ${required} evidence`,
       `Nothing was run. These commands need ${describeEvidence(required)}:\n\n${needing.map((c) => `  ${c}`).join('\n')}\n`);
@@ -373,7 +395,7 @@ export async function processMessage(raw: Buffer, deps: PipelineDeps): Promise<O
   const timings: number[] = [];
   for (const command of request.commands) {
     const started = performance.now();
-    steps.push(await runCommand(command, deps, user, { mail, key, sender }));
+    steps.push(await runCommand(command, deps, user, { mail, key, sender, tempFile: () => spool.nextFile() }));
     timings.push(Math.round(performance.now() - started));
   }
   const failed = steps.filter((s) => !s.outcome.ok).length;

@@ -1,17 +1,17 @@
 import type { Config, UserConfig } from '../config/types';
 import { isAllowed, mayUse } from '../auth/roles';
 import { convertArgs } from '../services/args';
-import type { Action, Service } from '../services/types';
+import type { Action, RequestInfo, Service } from '../services/types';
 
 export type Registry = Record<string, Service>;
-import type { BodyLine } from './lines';
+import { HEREDOC, type BodyLine } from './lines';
 import { tokenize } from './tokenize';
 
 /** One validated command, ready to run. */
 export type Command =
   | { kind: 'help'; line: number; text: string; service?: string }
   | { kind: 'status'; line: number; text: string }
-  | { kind: 'action'; line: number; text: string; service: string; action: string; mutates: boolean; args: Record<string, unknown> };
+  | { kind: 'action'; line: number; text: string; service: string; action: string; mutates: boolean; args: Record<string, unknown>; usesAttachments?: boolean };
 
 export interface Request {
   commands: Command[];
@@ -58,9 +58,12 @@ export function configuredServices(config: Config, services: Registry): string[]
   return Object.keys(services).filter((name) => Object.hasOwn(config.services, name));
 }
 
-function readCommand(entry: BodyLine, config: Config, user: UserConfig, services: Registry): { command?: Command; problem?: string } {
-  const { tokens, problem } = tokenize(entry.text);
+function readCommand(entry: BodyLine, config: Config, user: UserConfig, services: Registry, info: RequestInfo): { command?: Command; problem?: string } {
+  if (entry.problem) return { problem: entry.problem };
+  // A here-document's `key<<WORD` stands for key=<its lines>.
+  const { tokens, problem } = tokenize(entry.heredoc ? entry.text.replace(HEREDOC, '') : entry.text);
   if (problem) return { problem };
+  if (entry.heredoc) tokens.push({ key: entry.heredoc.key, value: entry.heredoc.value });
   const [first, second] = tokens;
   if (first.key !== undefined) return { problem: 'a command starts with a service name, e.g. "db query …"' };
   const head = first.value.toLowerCase();
@@ -100,16 +103,17 @@ function readCommand(entry: BodyLine, config: Config, user: UserConfig, services
     const narrower = mayUse(config, user, head, actionName) ? ' with these arguments' : '';
     return { problem: `not allowed: your roles do not grant ${head}:${actionName}${narrower}` };
   }
-  const prepared = action.prepare ? action.prepare(args, config) : convertArgs(args, action.args);
+  const prepared = action.prepare ? action.prepare(args, config, info) : convertArgs(args, action.args);
   if (!prepared.ok) return { problem: prepared.problems.join('; ') };
-  return { command: { kind: 'action', ...entry, service: head, action: actionName, mutates: action.mutatesWhen?.(prepared.args) ?? action.mutates, args: prepared.args } };
+  const mutates = action.mutatesWhen?.(prepared.args) ?? action.mutates;
+  return { command: { kind: 'action', ...entry, service: head, action: actionName, mutates, args: prepared.args, usesAttachments: prepared.usesAttachments } };
 }
 
 /**
  * Validates every line of a message; the caller runs nothing unless `problems` is empty. Lines
  * past the command cap are not read (the caller reads at most one more than the cap).
  */
-export function readRequest(lines: BodyLine[], config: Config, user: UserConfig, services: Registry): Request {
+export function readRequest(lines: BodyLine[], config: Config, user: UserConfig, services: Registry, info: RequestInfo = { attachments: [] }): Request {
   const problems: string[] = [];
   const commands: Command[] = [];
   const cap = config.limits.maxCommands;
@@ -121,7 +125,7 @@ export function readRequest(lines: BodyLine[], config: Config, user: UserConfig,
       problems.push(`${where}: "${quoted}": longer than ${config.limits.maxLineBytes} bytes`);
       continue;
     }
-    const { command, problem } = readCommand(entry, config, user, services);
+    const { command, problem } = readCommand(entry, config, user, services, info);
     if (problem) problems.push(`${where}: "${quoted}": ${problem}`);
     else commands.push(command!);
   }

@@ -1,3 +1,9 @@
+import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { once } from 'node:events';
+import type { Transform } from 'node:stream';
+import type { RequestAttachment } from '../services/types';
+import type { Spool } from './spool';
+
 /** One MIME part of a message, as the request reader needs it. */
 export interface MimePart {
   contentType: string;
@@ -18,6 +24,7 @@ type SplitNode = Extract<Chunk, { type: 'node' }>;
 const contentTypeParams = (node: SplitNode) => (node as unknown as { _parsedContentType?: { params?: Record<string, string> } })._parsedContentType?.params;
 
 const TEXT_TYPES = new Set(['text/plain', 'text/html']);
+const FEED_BYTES = 64 * 1024;
 
 /** A part under message/* is someone else's message: its text is never read as a request. */
 export function isEmbedded(part: MimePart): boolean {
@@ -59,18 +66,73 @@ function decodeBody(node: SplitNode, body: Buffer): Buffer {
   return Buffer.from(new Libmime().decodeFlowed(bytes.toString('latin1'), Boolean(node.delSp)), 'latin1');
 }
 
+/** A file name from a mail, as a plain base name: never a path, never control characters. */
+export function safeFilename(name: string | undefined, n: number): string {
+  const base = (name ?? '').replace(/\\/g, '/').split('/').pop()!.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
+  const cut = Array.from(base).slice(0, 200).join('');
+  return cut === '' || cut === '.' || cut === '..' ? `attachment-${n}` : cut;
+}
+
+/**
+ * An attachment's decoded bytes go straight to a spool file (nothing is buffered); past the size
+ * cap the file is dropped and only the size is still counted.
+ */
+class AttachmentWriter {
+  private fd?: number;
+  readonly done: Promise<void>;
+
+  constructor(readonly attachment: RequestAttachment, decoder: Transform, spool: Spool | undefined, cap: number) {
+    if (spool) {
+      attachment.path = spool.nextFile();
+      this.fd = openSync(attachment.path, 'wx', 0o600);
+    }
+    decoder.on('data', (chunk: Buffer) => {
+      attachment.size += chunk.length;
+      if (attachment.size > cap && !attachment.tooLarge) this.drop();
+      if (this.fd !== undefined) writeSync(this.fd, chunk);
+    });
+    this.done = new Promise((resolve, reject) => {
+      decoder.on('end', () => {
+        if (this.fd !== undefined) closeSync(this.fd);
+        this.fd = undefined;
+        resolve();
+      });
+      decoder.on('error', reject);
+    });
+  }
+
+  private drop(): void {
+    this.attachment.tooLarge = true;
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    if (this.attachment.path) rmSync(this.attachment.path, { force: true });
+    this.attachment.path = undefined;
+  }
+}
+
+export interface MimeOptions {
+  /** Where attachments are kept; without one they are only counted. */
+  spool?: Spool;
+  maxAttachmentBytes?: number;
+}
+
 /**
  * Splits a message into its MIME tree (mailsplit, streaming and linear). Only the inline text
- * parts are decoded and kept; attachments and embedded messages are walked over, not buffered.
+ * parts are decoded and kept in memory; attachments are streamed to the spool (or only counted);
+ * an embedded message is one opaque part whose text is never read (attached, it is an attachment).
  * Charsets are left to the reader, which needs the bytes to fall back when a label is wrong.
  */
-export async function readMimeTree(raw: Buffer): Promise<MimePart> {
+export async function readMimeTree(message: Buffer[], options: MimeOptions = {}): Promise<{ root: MimePart; attachments: RequestAttachment[] }> {
+  const size = message.reduce((n, b) => n + b.length, 0);
   const { Splitter } = require('@zone-eu/mailsplit') as typeof import('@zone-eu/mailsplit');
   // An embedded message stays one opaque part: its text is never read. mailsplit counts each
   // header line as at least 64 bytes; the size cap of the whole message bounds the real size.
-  const splitter = new Splitter({ ignoreEmbedded: true, maxHeadSize: 64 * raw.length + 1024 * 1024 });
+  const splitter = new Splitter({ ignoreEmbedded: true, maxHeadSize: 64 * size + 1024 * 1024 });
   const parts = new Map<SplitNode, MimePart>();
   const bodies = new Map<SplitNode, ByteSink>();
+  const writers = new Map<SplitNode, { decoder: Transform; writer: AttachmentWriter }>();
+  const attachments: RequestAttachment[] = [];
+  const cap = options.maxAttachmentBytes ?? Infinity;
   let root: MimePart | undefined;
 
   splitter.on('data', (data: Chunk) => {
@@ -88,17 +150,35 @@ export async function readMimeTree(raw: Buffer): Promise<MimePart> {
       parts.set(node, part);
       if (parent) parent.children.push(part);
       else root ??= part;
-      if (TEXT_TYPES.has(part.contentType) && part.disposition !== 'attachment' && !isEmbedded(part)) bodies.set(node, new ByteSink());
+      if (isEmbedded(part) || node.multipart) return;
+      if (TEXT_TYPES.has(part.contentType) && part.disposition !== 'attachment') bodies.set(node, new ByteSink());
+      if (part.disposition === 'attachment' || !TEXT_TYPES.has(part.contentType) || node.filename) {
+        const attachment: RequestAttachment = { filename: safeFilename(node.filename || undefined, attachments.length + 1), contentType: part.contentType, size: 0, tooLarge: false };
+        attachments.push(attachment);
+        const decoder = node.getDecoder() as Transform;
+        writers.set(node, { decoder, writer: new AttachmentWriter(attachment, decoder, options.spool, cap) });
+      }
     } else if (data.type === 'body') {
       bodies.get(data.node as SplitNode)?.add(data.value);
+      writers.get(data.node as SplitNode)?.decoder.write(data.value);
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    const events = splitter as unknown as NodeJS.EventEmitter;
+  const events = splitter as unknown as NodeJS.EventEmitter;
+  const ended = new Promise<void>((resolve, reject) => {
     events.on('end', resolve);
     events.on('error', reject);
-    splitter.end(raw);
   });
+  // Fed in slices: handed one buffer, mailsplit passes a whole attachment on as one chunk, and
+  // its decoder then holds several string copies of it at once.
+  for (const buffer of message) {
+    for (let at = 0; at < buffer.length; at += FEED_BYTES) {
+      if (!splitter.write(buffer.subarray(at, at + FEED_BYTES))) await Promise.race([once(events, 'drain'), ended]);
+    }
+  }
+  splitter.end();
+  await ended;
+  for (const { decoder } of writers.values()) decoder.end();
+  await Promise.all([...writers.values()].map(({ writer }) => writer.done));
   for (const [node, sink] of bodies) parts.get(node)!.bytes = decodeBody(node, sink.bytes());
-  return root ?? { contentType: 'text/plain', children: [], bytes: Buffer.alloc(0) };
+  return { root: root ?? { contentType: 'text/plain', children: [], bytes: Buffer.alloc(0) }, attachments };
 }

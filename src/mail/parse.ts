@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import type { AddressObject, EmailAddress } from 'mailparser';
 import { decodeHeaderValue, decodeText } from './charset';
 import { UnreadableMail, htmlToText } from './html-text';
-import { readMimeTree, type MimePart } from './mime';
+import type { RequestAttachment } from '../services/types';
+import { readMimeTree, type MimeOptions, type MimePart } from './mime';
 
 /** What the pipeline needs from an incoming message. */
 export interface IncomingMail {
@@ -23,6 +24,8 @@ export interface IncomingMail {
   unreadable?: string;
   /** A delivery or read report (multipart/report, message/delivery-status…): automatic mail. */
   report?: string;
+  /** Files attached to the message (spooled when parseMail was given a spool). */
+  attachments: RequestAttachment[];
 }
 
 function mailboxes(value: unknown): { address: string; name: string }[] {
@@ -121,10 +124,10 @@ async function parseHeaders(fields: HeaderField[]): Promise<Map<string, unknown>
   });
 }
 
-/** The body with only the header fields that describe its MIME structure. */
-function mimeBody(raw: Buffer, fields: HeaderField[], bodyStart: number): Buffer {
+/** The body with only the header fields that describe its MIME structure (no copy of the body). */
+function mimeBody(raw: Buffer, fields: HeaderField[], bodyStart: number): Buffer[] {
   const structure = fields.filter((f) => f.key.startsWith('content-')).map((f) => `${f.key}: ${f.value}\r\n`).join('');
-  return Buffer.concat([Buffer.from(`${structure}\r\n`, 'latin1'), raw.subarray(bodyStart)]);
+  return [Buffer.from(`${structure}\r\n`, 'latin1'), raw.subarray(bodyStart)];
 }
 
 /** The first part of a type in reading order, never inside an embedded message or an attachment. */
@@ -163,7 +166,7 @@ function reportIn(part: MimePart): string | undefined {
  * text (our own walk of the MIME tree): the first text/plain part, or the visible text of the
  * first HTML part when there is none. Text in embedded messages and attachments is never read.
  */
-export async function parseMail(raw: Buffer): Promise<IncomingMail> {
+export async function parseMail(raw: Buffer, options: MimeOptions = {}): Promise<IncomingMail> {
   const { fields, bodyStart } = splitHeader(raw);
   const byName = new Map<string, string[]>();
   for (const f of fields) {
@@ -183,11 +186,12 @@ export async function parseMail(raw: Buffer): Promise<IncomingMail> {
     header: (name) => byName.get(name) ?? [],
     body: '',
     bodySource: 'none',
+    attachments: [],
   };
 
   let tree: MimePart;
   try {
-    tree = await readMimeTree(mimeBody(raw, fields, bodyStart));
+    ({ root: tree, attachments: mail.attachments } = await readMimeTree(mimeBody(raw, fields, bodyStart), options));
   } catch (err) {
     // The header was read, so a known sender can still be told why nothing ran.
     mail.unreadable = `its MIME structure could not be read (${(err as Error).message})`;

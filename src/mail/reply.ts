@@ -91,7 +91,7 @@ export async function composeReply(config: Config, incoming: IncomingMail, conte
     // X-Auto-Response-Suppress: Exchange and Outlook send no out-of-office or receipt for it.
     headers: { 'Auto-Submitted': 'auto-replied', 'X-Loop': config.agent.address, 'X-Auto-Response-Suppress': 'All' },
     text: boundedText(content.text),
-    attachments: content.attachments?.map((a) => ({ filename: a.filename, contentType: a.contentType, content: a.content })),
+    attachments: content.attachments?.map((a) => ({ filename: a.filename, contentType: a.contentType, ...('path' in a ? { path: a.path } : { content: a.content }) })),
   });
   const raw = await new Promise<Buffer>((resolve, reject) => mail.compile().build((err: Error | null, msg: Buffer) => (err ? reject(err) : resolve(msg))));
   return { messageId, envelope: { from: config.agent.address, to: [content.to] }, raw };

@@ -1,12 +1,9 @@
-import type { Result } from '../services/types';
+import type { Result, ResultFile } from '../services/types';
 import { renderCsv } from './csv';
 import { renderTable } from './table';
 
-export interface Attachment {
-  filename: string;
-  contentType: string;
-  content: string | Buffer;
-}
+/** What the reply attaches: content, or a file it is streamed from. */
+export type Attachment = ResultFile;
 
 export interface Step {
   text: string;
@@ -31,7 +28,7 @@ export function renderTranscript(steps: Step[], rowsInBody: number): { text: str
         const taken = new Set(attachments.map((a) => a.filename));
         let filename = file.filename;
         for (let n = 2; taken.has(filename); n++) filename = file.filename.replace(/(\.[^.]*)?$/, `-${n}$1`);
-        attachments.push({ filename, contentType: file.contentType, content: file.content });
+        attachments.push({ ...file, filename });
         return filename;
       });
       return `${head}\n${result.text}${names.length ? `\n(attached: ${names.join(', ')})` : ''}`;

@@ -8,19 +8,39 @@ export type Result =
   /** Text in the reply plus files attached to it (e.g. the full output of a job run). */
   | { kind: 'files'; text: string; files: ResultFile[] };
 
-export interface ResultFile {
-  filename: string;
-  contentType: string;
-  content: string | Buffer;
-}
+/** A file for the reply: its content, or a temporary file (ActionContext.tempFile) that is streamed into it. */
+export type ResultFile = { filename: string; contentType: string } & ({ content: string | Buffer } | { path: string });
 
 /** An argument given as `key=value` (or positionally) in a command line. */
 export type ArgSpec = QueryParam & { description: string };
 
-export type Prepared = { ok: true; args: Record<string, unknown> } | { ok: false, problems: string[] };
+/** `usesAttachments`: the command takes files attached to the request (they cannot be confirmed by a reply). */
+export type Prepared = { ok: true; args: Record<string, unknown>; usesAttachments?: boolean } | { ok: false, problems: string[] };
+
+/** A file attached to the request mail, spooled to disk; its name is never used as a path. */
+export interface RequestAttachment {
+  /** The name it was sent with, reduced to a safe base name (no directories, no control characters). */
+  filename: string;
+  contentType: string;
+  /** Decoded size in bytes (counted to the end even when too large to keep). */
+  size: number;
+  /** Larger than limits.maxAttachmentBytes: its content was not kept. */
+  tooLarge: boolean;
+  /** The content, in a temporary file removed when the request is done; absent when not kept. */
+  path?: string;
+}
+
+/** What an action may know about the request it is part of, before anything runs. */
+export interface RequestInfo {
+  attachments: RequestAttachment[];
+}
 
 export interface ActionContext {
   config: Config;
+  /** The request mail's attachments (files put, mail send attach=…). */
+  attachments?: RequestAttachment[];
+  /** A new temporary file, removed once the reply is built: large results go there, not into memory. */
+  tempFile?: () => string;
   now: () => Date;
   /** Address of the user the command runs for (recorded in run logs). */
   user?: string;
@@ -45,7 +65,7 @@ export interface Action {
   /** For an action that only changes something with some arguments: decides per command line. */
   mutatesWhen?: (args: Record<string, unknown>) => boolean;
   /** Validates and converts the arguments before anything in the message runs. */
-  prepare?: (args: Record<string, string>, config: Config) => Prepared;
+  prepare?: (args: Record<string, string>, config: Config, request?: RequestInfo) => Prepared;
   run: (args: Record<string, unknown>, ctx: ActionContext) => Promise<Result>;
 }
 

@@ -1,20 +1,12 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '../core/processes';
 import type { StateStore } from '../state/store';
 
 /** How long a message lease lasts; it is renewed while the message is being worked on. */
 export const MESSAGE_LEASE_MS = 5 * 60_000;
 const RENEW_EVERY_MS = 60_000;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Who this agent is, for leases: `${hostname}:${pid}`. Each running agent leaves a marker file
@@ -35,7 +27,7 @@ export class AgentIdentity {
     this.deadOwners = [];
     for (const name of readdirSync(dir)) {
       const m = /^(.*)\.(\d+)$/.exec(name);
-      if (m && m[1] === host && Number(m[2]) !== pid && !alive(Number(m[2]))) this.deadOwners.push(`${host}:${m[2]}`);
+      if (m && m[1] === host && Number(m[2]) !== pid && !processAlive(Number(m[2]))) this.deadOwners.push(`${host}:${m[2]}`);
     }
     this.marker = join(dir, `${host}.${pid}`);
     writeFileSync(this.marker, `${new Date().toISOString()}\n`);
