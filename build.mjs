@@ -296,6 +296,7 @@ const SPLIT = {
   html: ['html-to-text', 'htmlparser2'], // HTML mail (the visible-text reader; mailparser's converter, never used)
   'iconv-lite': ['iconv-lite'], // charsets other than UTF-8 and ASCII
   'encoding-japanese': ['encoding-japanese'], // ISO-2022-JP, EUC-JP, JIS
+  ssh2: ['ssh2'], // SFTP shares of the files service
 };
 
 /** SEA asset keys of a part's source (a CommonJS function expression) and its V8 code cache. */
@@ -500,7 +501,9 @@ export async function build({
     format: 'cjs',
     target: 'node20',
     // pg-native: optional libpq binding that pg requires only when asked (pg.native); absent, pg says so and goes on.
-    external: ['typescript', 'pg-native'],
+    // ssh2's optional native crypto (*.node) and cpu-features: required in try/catch, absent in
+    // the executable, where ssh2 uses its JavaScript ciphers.
+    external: ['typescript', 'pg-native', 'cpu-features', '*.node'],
     define: {
       'import.meta.url': '__importMetaUrl',
       __APP_VERSION__: JSON.stringify(pkg.version),

@@ -19,6 +19,7 @@ import {
 import { createConnection, createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
+import { registerDaemon, unregisterDaemon } from './safety-net';
 
 const run = promisify(execFile);
 
@@ -275,33 +276,7 @@ function killInstanceSync(dir: string, pids: (number | undefined)[]): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Safety net: a failing test never leaves daemons behind
-
-const live = new Map<string, () => void>();
-let netInstalled = false;
-
-function installSafetyNet(): void {
-  if (netInstalled) return;
-  netInstalled = true;
-  const cleanAll = () => {
-    for (const kill of [...live.values()]) {
-      try { kill(); } catch { /* best effort */ }
-    }
-    live.clear();
-  };
-  process.on('exit', cleanAll);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      cleanAll();
-      // Re-raise with the default action once nobody else is listening, so the exit status stays right.
-      if (process.listenerCount(sig) === 1) {
-        process.removeListener(sig, onSignal);
-        process.kill(process.pid, sig);
-      }
-    };
-    process.on(sig, onSignal);
-  }
-}
+// Servers left behind by a killed test process
 
 /** Stop and remove stacks whose owning process is gone (it was SIGKILLed, say). */
 function reapStaleStacks(): void {
@@ -649,7 +624,7 @@ class Stack implements MailStack {
       // Anything that slipped through (an orphaned child) goes too.
       const left = instanceProcesses(this.dir);
       if (left.length) killInstanceSync(this.dir, left);
-      live.delete(this.dir);
+      unregisterDaemon(this.dir);
       removeDir(this.dir);
     }
   }
@@ -686,7 +661,6 @@ export async function startMailStack(options: MailStackOptions = {}): Promise<Ma
   if (process.getuid?.() !== 0) throw new Error('mailstack: must run as root (Postfix and Dovecot drop privileges themselves)');
   await ensureMailPackages();
   reapStaleStacks();
-  installSafetyNet();
   const names = options.users ?? ['agent', 'ops', 'other'];
   for (const n of names) if (!/^[a-z0-9][a-z0-9._-]*$/.test(n)) throw new Error(`mailstack: bad user name ${JSON.stringify(n)}`);
 
@@ -694,7 +668,7 @@ export async function startMailStack(options: MailStackOptions = {}): Promise<Ma
   chmodSync(dir, 0o755);
   writeFileSync(join(dir, OWNER_FILE), `${process.pid}\n`);
   const stack = new Stack(dir, 0, 0);
-  live.set(dir, () => stack.killSync());
+  registerDaemon(dir, () => stack.killSync());
   try {
     stack.smtpPort = await freePort();
     stack.imapPort = await freePort();
@@ -716,7 +690,7 @@ export async function startMailStack(options: MailStackOptions = {}): Promise<Ma
     }
   } catch (e) {
     await stack.stop().catch(() => stack.killSync());
-    live.delete(dir);
+    unregisterDaemon(dir);
     throw e;
   }
   return stack;
