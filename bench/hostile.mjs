@@ -47,126 +47,40 @@
 // --bin PATH measures another executable (default dist/mailagent). The children run without
 // NODE_EXTRA_CA_CERTS and NODE_OPTIONS unless --keep-env (see bench/startup.mjs for why).
 
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import {
+  binaryPath, checkTools, childEnv, CRLF, fmtBytes, fmtCpu, fmtRss, footer, HELP_MAIL, KiB, mailHead, median,
+  messageIds, MiB, openTempDir, restamp, ROOT, show, table, TIMEOUT_MS, valueOf, writeConfig,
+} from './measure.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const TIME = '/usr/bin/time';
-const KiB = 1024;
-const MiB = 1024 * KiB;
 const MAX_MESSAGE_BYTES = 10 * MiB; // limits.maxMessageBytes default
 const BASE = 640_000; // 16 × BASE = 10 240 000 bytes < 10 MiB
 const SCALES = [1, 4, 16];
-const TIMEOUT_MS = 60_000;
 const CALLGRIND_TIMEOUT_MS = 15 * 60_000;
 const BASELINE_RUNS = 5;
 const GOAL = { cpu: 2, rssKiB: 200 * KiB, replyBytes: 1 * MiB };
-const CRLF = '\r\n';
-const FROM = 'Ops <ops@example.com>';
 
-const argv = process.argv.slice(2);
-const valueOf = (flag) => {
-  const i = argv.indexOf(flag);
-  if (i < 0) return undefined;
-  if (i + 1 >= argv.length || argv[i + 1].startsWith('--')) {
-    console.error(`bench: ${flag} needs a value`);
-    process.exit(1);
-  }
-  return argv[i + 1];
-};
-const BIN = resolve(valueOf('--bin') ?? join(ROOT, 'dist', 'mailagent'));
+const BIN = binaryPath();
 const callgrindBomb = valueOf('--callgrind');
-const keepEnv = argv.includes('--keep-env');
-
-const show = (p) => {
-  const rel = relative(process.cwd(), p);
-  return rel && !rel.startsWith('..') ? rel : p;
-};
-
-if (!existsSync(BIN)) {
-  console.error(`bench: ${show(BIN)} not found: run \`npm run build\` first`);
-  process.exit(1);
-}
-const timeVersion = existsSync(TIME) ? spawnSync(TIME, ['--version'], { encoding: 'utf8' }) : undefined;
-if (!timeVersion || !/GNU/.test(`${timeVersion.stdout}${timeVersion.stderr}`)) {
-  console.log(`bench: ${TIME} (GNU time) not found: install the Debian package \`time\` (apt-get install time); nothing measured`);
-  process.exit(0);
-}
-
-const DISTORTING = ['NODE_EXTRA_CA_CERTS', 'NODE_OPTIONS'];
-const removed = keepEnv ? [] : DISTORTING.filter((k) => process.env[k] !== undefined);
-const env = { ...process.env };
-for (const k of removed) delete env[k];
+checkTools(BIN);
+const { env, removed } = childEnv();
 
 // ---------------------------------------------------------------- the temp dir and its config
 
-const dir = mkdtempSync(join(tmpdir(), 'mailagent-bench-hostile-'));
-process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-const inputs = join(dir, 'in');
-mkdirSync(inputs);
+const { dir, writeInput, runOnce, timed } = openTempDir('hostile', env);
 const { createDemoDatabase } = await import('../examples/demo-db.mjs');
 createDemoDatabase(join(dir, 'demo.db'));
-const config = join(dir, 'config.json');
-writeFileSync(
-  config,
-  JSON.stringify(
-    {
-      agent: { address: 'agent@example.com', name: 'mailagent' },
-      state: { path: 'state/state.db' },
-      audit: { path: 'state/audit.jsonl' },
-      users: [{ address: 'ops@example.com', name: 'Operations', roles: ['admin'] }],
-      roles: { admin: ['*'] },
-      // No `dkim`: the baseline is `allowlist`. Limits high enough that every input is answered.
-      security: { messagesPerUserPerHour: 1_000_000, repliesPerHour: 1_000_000 },
-      services: { db: { default: 'inventory', databases: { inventory: { sqlite: { path: 'demo.db' } } } } },
-    },
-    null,
-    2,
-  ),
-);
-
-const now = () => new Date().toUTCString().replace('GMT', '+0000');
-let serial = 0;
-const messageId = (tag) => `<bench-${++serial}-${tag.replace(/[^A-Za-z0-9.-]/g, '_')}@example.com>`;
-
-/** A fixture as it is, but with every Date header set to now and every Message-ID made unique. */
-function restamp(bytes, tag) {
-  const text = bytes.toString('latin1');
-  const m = /\r?\n\r?\n/.exec(text);
-  const cut = m ? m.index : text.length;
-  const head = text
-    .slice(0, cut)
-    .replace(/^Date:[^\n]*(\n[ \t][^\n]*)*/gim, (line) => `Date: ${now()}${line.endsWith('\r') ? '\r' : ''}`)
-    .replace(/^Message-ID:[^\n]*(\n[ \t][^\n]*)*/gim, (line) => `Message-ID: ${messageId(tag)}${line.endsWith('\r') ? '\r' : ''}`);
-  return Buffer.from(head + text.slice(cut), 'latin1');
-}
-
-function writeInput(name, bytes) {
-  const file = join(inputs, name);
-  writeFileSync(file, bytes);
-  return file;
-}
+// No `dkim`: the baseline is `allowlist`.
+const config = writeConfig(dir, {
+  services: { db: { default: 'inventory', databases: { inventory: { sqlite: { path: 'demo.db' } } } } },
+});
 
 // ---------------------------------------------------------------- the bombs (deterministic)
 
 function message(name, scale, { headers = [], type = 'text/plain; charset=utf-8', encoding = '7bit', subject } = {}) {
-  return [
-    `From: ${FROM}`,
-    'To: agent@example.com',
-    `Subject: ${subject ?? `bomb ${name} ${scale}x`}`,
-    `Date: ${now()}`,
-    `Message-ID: ${messageId(`${name}-${scale}x`)}`,
-    ...headers,
-    'MIME-Version: 1.0',
-    `Content-Type: ${type}`,
-    `Content-Transfer-Encoding: ${encoding}`,
-    '',
-    '',
-  ].join(CRLF);
+  return mailHead({ tag: `${name}-${scale}x`, subject: subject ?? `bomb ${name} ${scale}x`, type, headers, after: [`Content-Transfer-Encoding: ${encoding}`] });
 }
 
 /** Lines line(0), line(1), … each + CRLF, as many as fit in budget bytes. */
@@ -262,65 +176,6 @@ if (callgrindBomb !== undefined && !BOMBS[callgrindBomb]) {
 
 // ---------------------------------------------------------------- running
 
-/**
- * One run of cmd with stdin from a file, under `prefix` (a timing or valgrind command line),
- * in its own process group so that a timeout kills the whole tree.
- */
-function runOnce(prefix, cmd, args, stdinFile, timeoutMs) {
-  return new Promise((resolvePromise) => {
-    const stdin = stdinFile ? openSync(stdinFile, 'r') : 'ignore';
-    const outFile = join(dir, 'stdout');
-    const stdout = openSync(outFile, 'w');
-    const child = spawn(prefix[0], [...prefix.slice(1), cmd, ...args], { cwd: dir, env, stdio: [stdin, stdout, 'pipe'], detached: true });
-    let stderr = '';
-    child.stderr.on('data', (d) => {
-      if (stderr.length < 1 << 20) stderr += d;
-    });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {}
-    }, timeoutMs);
-    const done = (status, signal, error) => {
-      clearTimeout(timer);
-      if (typeof stdin === 'number') closeSync(stdin);
-      closeSync(stdout);
-      const replyBytes = statSync(outFile).size;
-      // Only the head is read (a reply can be large): its headers say whether it is a reply.
-      const head = Buffer.alloc(Math.min(replyBytes, 64 * KiB));
-      if (head.length) {
-        const fd = openSync(outFile, 'r');
-        readSync(fd, head, 0, head.length, 0);
-        closeSync(fd);
-      }
-      resolvePromise({ status, signal, error, timedOut, stderr, replyBytes, replied: /^In-Reply-To: /m.test(head.toString('latin1')) });
-    };
-    child.on('error', (e) => done(null, null, e));
-    child.on('close', (status, signal) => done(status, signal));
-  });
-}
-
-/** `cmd args < stdinFile` under GNU time: { cpu, rssKiB, replyBytes, replied, failed? }. */
-async function timed(cmd, args, stdinFile) {
-  const tfile = join(dir, 'time');
-  rmSync(tfile, { force: true });
-  const r = await runOnce([TIME, '-f', '%U %S %M', '-o', tfile], cmd, args, stdinFile, TIMEOUT_MS);
-  if (r.timedOut) return { ...r, failed: `timeout >${TIMEOUT_MS / 1000} s` };
-  if (r.error) return { ...r, failed: r.error.message };
-  const out = existsSync(tfile) ? readFileSync(tfile, 'utf8').trim().split('\n') : [];
-  const m = /^([\d.]+) ([\d.]+) (\d+)$/.exec(out.at(-1) ?? '');
-  if (!m) return { ...r, failed: `no timing (${out.join(' ') || 'empty'})` };
-  const res = { ...r, cpu: Number(m[1]) + Number(m[2]), rssKiB: Number(m[3]) };
-  if (r.status !== 0) {
-    const why = /terminated by signal (\d+)/.exec(out.join(' '));
-    const msg = r.stderr.trim().split('\n').filter(Boolean).at(-1)?.slice(0, 120) ?? 'no message';
-    res.failed = `${why ? `signal ${why[1]}` : `exit ${r.status}`}: ${msg}`;
-  }
-  return res;
-}
-
 const auditFile = join(dir, 'state', 'audit.jsonl');
 
 const auditSize = () => (existsSync(auditFile) ? statSync(auditFile).size : 0);
@@ -348,12 +203,6 @@ async function runMailagent(file) {
   return { ...r, audit: auditSize() !== before ? lastAudit() : undefined };
 }
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 /** n runs (each with a fresh input); median CPU and RSS, the last run's other fields. */
 async function baseline(n, run) {
   const all = [];
@@ -363,15 +212,11 @@ async function baseline(n, run) {
   return { ...all.at(-1), cpu: median(all.map((r) => r.cpu)), rssKiB: median(all.map((r) => r.rssKiB)) };
 }
 
-const helpSource = join(ROOT, 'examples', '01-help.eml');
-const helpInput = () => writeInput(`help-${serial + 1}.eml`, restamp(readFileSync(helpSource), 'help'));
+const helpInput = () => writeInput(`help-${messageIds() + 1}.eml`, restamp(readFileSync(HELP_MAIL), 'help'));
 const bombInput = (name, scale) => writeInput(`${name}-${scale}x.eml`, Buffer.from(BOMBS[name](BASE * scale, scale), 'latin1'));
 
 // ---------------------------------------------------------------- formatting
 
-const fmtBytes = (b) => (b >= MiB ? `${(b / MiB).toFixed(2)} MiB` : b >= KiB ? `${(b / KiB).toFixed(1)} KiB` : `${b} B`);
-const fmtCpu = (r) => (r.cpu === undefined ? '-' : r.cpu.toFixed(2));
-const fmtRss = (r) => (r.rssKiB === undefined ? '-' : (r.rssKiB / KiB).toFixed(1));
 const fmtReply = (r) => (r.replyBytes === undefined ? '-' : (r.replyBytes / KiB).toFixed(1));
 const ratio = (a, b) => (a !== undefined && b ? `${(a / b).toFixed(1)}×` : '-');
 
@@ -386,19 +231,6 @@ function verdict(r, needReply = true) {
   if (needReply && !r.replied) over.push(r.audit ? `no reply, audit: ${r.audit}` : 'no reply');
   return over.length ? `OVER (${over.join(', ')})` : 'ok';
 }
-
-function table(rows, right) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => String(row[i]).length)));
-  const line = (row) =>
-    row
-      .map((cell, i) => (right.includes(i) ? String(cell).padStart(widths[i]) : String(cell).padEnd(widths[i])))
-      .join('  ')
-      .trimEnd();
-  console.log(line(rows[0]));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const row of rows.slice(1)) console.log(line(row));
-}
-
 
 // ---------------------------------------------------------------- warm-up: creates the state store
 
@@ -477,7 +309,7 @@ table(
   [
     ['command', 'CPU s', 'peak RSS MiB', 'reply KiB', 'result'],
     ['node -e 0', fmtCpu(nodeBase), fmtRss(nodeBase), '-', nodeBase.failed ? `FAIL (${nodeBase.failed})` : ''],
-    [`mailagent < ${show(helpSource)}`, fmtCpu(helpBase), fmtRss(helpBase), fmtReply(helpBase), verdict(helpBase)],
+    [`mailagent < ${show(HELP_MAIL)}`, fmtCpu(helpBase), fmtRss(helpBase), fmtReply(helpBase), verdict(helpBase)],
   ],
   [1, 2, 3],
 );
@@ -524,6 +356,4 @@ for (const b of bombs) {
 }
 table(bombRows, [2, 3, 4, 5, 6, 7]);
 const over = bombs.filter((b) => verdict(b) !== 'ok').length + corpusRows.slice(1).filter((r) => r.at(-1) !== 'ok').length;
-console.log();
-console.log(over ? `${over} row(s) over the goal` : 'every row within the goal');
-if (removed.length) console.log(`(ran without ${removed.join(', ')} from this environment; --keep-env to keep them)`);
+footer(over, removed);
