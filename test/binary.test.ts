@@ -279,10 +279,10 @@ test('parts: test-service reaches PostgreSQL (pg) and MariaDB (mysql2) from the 
       },
     },
   });
-  const r = mailagentAt(bin, PARTS_DEBUG, 'test-service', '--config', config);
+  const r = mailagentAt(bin, PARTS_DEBUG, 'test-service', 'db', '--config', config);
   assert.is(r.status, 0, `${r.stdout}${r.stderr}`);
-  assert.match(r.stdout, /^ok\s+db\s+pgdb: PostgreSQL \d+/m);
-  assert.match(r.stdout, /mydb: MariaDB \d+/);
+  assert.match(r.stdout, /^db\s+pgdb\s+ok\s+\d+\s+PostgreSQL \d+/m);
+  assert.match(r.stdout, /^db\s+mydb\s+ok\s+\d+\s+MariaDB \d+/m);
   assert.equal(partsLoaded(r.stderr), ['mysql2', 'pg']);
 });
 

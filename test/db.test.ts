@@ -106,10 +106,12 @@ test('db= picks another configured database; an unknown one is a validation prob
 });
 
 test('probe reports each database', async () => {
-  const probe = await db.probe(config);
-  assert.is(probe.ok, false);
-  assert.match(probe.detail, /inventory: SQLite 3\.\d+\.\d+, 3 tables, 7 named queries/);
-  assert.match(probe.detail, 'second: database file');
+  const [inventory, second] = await db.probe(config);
+  assert.is(inventory.target, 'inventory');
+  assert.ok(inventory.ok);
+  assert.match(inventory.detail, /^SQLite 3\.\d+\.\d+, 3 tables, 7 named queries/);
+  assert.equal([second.target, second.ok], ['second', false]);
+  assert.match(second.detail, 'database file');
 });
 
 const count = (sql: string): number => {

@@ -422,8 +422,9 @@ test('folders: every folder with its special use, message and unseen counts', as
 
 test('servers down: a clear failed command and a failed probe, no internal error', async () => {
   const healthy = await mailService.probe(config);
-  assert.ok(healthy.ok, healthy.detail);
-  assert.match(healthy.detail, 'other (other@example.com): IMAP ok (INBOX: 1 message), SMTP ok');
+  const detail = (rows: { target: string; ok: boolean; detail: string }[]) => rows.map((r) => `${r.target}: ${r.detail}`).join('; ');
+  assert.ok(healthy.every((r) => r.ok), detail(healthy));
+  assert.match(detail(healthy), 'other imap: other@example.com: IMAP ok (INBOX: 1 message); other smtp: other@example.com: SMTP ok');
 
   const closed = await freePort();
   const down = mailConfig((raw) => (raw.services.mail.accounts.down = account('ops', { env: OPS_PASSWORD_ENV }, { imap: closed, smtp: closed })));
@@ -437,10 +438,10 @@ test('servers down: a clear failed command and a failed probe, no internal error
   assert.equal(smtp.deps.errors, []);
 
   const probe = await mailService.probe(down);
-  assert.is(probe.ok, false);
-  assert.match(probe.detail, 'ops (ops@example.com): IMAP ok (INBOX: ');
-  assert.match(probe.detail, `down (ops@example.com): IMAP failed: IMAP server 127.0.0.1:${closed}: connection refused (is the server down, or the port wrong?), SMTP failed: SMTP server 127.0.0.1:${closed}: connection refused`);
-  assert.not.match(probe.detail, stack.users.ops.password);
+  assert.is(probe.every((r) => r.ok), false);
+  assert.match(detail(probe), 'ops imap: ops@example.com: IMAP ok (INBOX: ');
+  assert.match(detail(probe), `down imap: ops@example.com: IMAP failed: IMAP server 127.0.0.1:${closed}: connection refused (is the server down, or the port wrong?); down smtp: ops@example.com: SMTP failed: SMTP server 127.0.0.1:${closed}: connection refused`);
+  assert.not.match(detail(probe), stack.users.ops.password);
 });
 
 test('config: a password written inline is refused; help lists the accounts', async () => {

@@ -205,15 +205,15 @@ test('audit log not writable: exit 75', () => {
 
 test('test-service probes the configured adapters: exit 0 when all answer, 69 when one does not', () => {
   const ok = run(['test-service', '--json', '--config', printConfig]);
-  assert.is(ok.status, 0, ok.stderr);
-  const [db] = JSON.parse(ok.stdout.toString());
-  assert.is(db.service, 'db');
+  assert.is(ok.status, 0, `${ok.stdout}${ok.stderr}`);
+  const db = (JSON.parse(ok.stdout.toString()) as { service: string; target: string; ok: boolean; detail: string }[]).find((r) => r.service === 'db')!;
+  assert.is(db.target, 'inventory');
   assert.ok(db.ok);
-  assert.match(db.detail, /inventory: SQLite [\d.]+, 3 tables, 5 named queries/);
+  assert.match(db.detail, /^SQLite [\d.]+, 3 tables, 5 named queries/);
   const missing = writeConfig('missing-db.json', (raw) => (raw.services.db.databases.inventory.sqlite.path = join(dir, 'gone.db')));
   const down = run(['test-service', 'db', '--config', missing]);
   assert.is(down.status, 69);
-  assert.match(down.stdout.toString(), /^FAIL  db .*gone\.db does not exist/);
+  assert.match(down.stdout.toString(), /^db +inventory +FAIL +\d+ +.*gone\.db does not exist/m);
   assert.is(run(['test-service', 'nope', '--config', printConfig]).status, 64);
 });
 

@@ -48,6 +48,18 @@ export function createSmtpSender(config: Config, options: { pooled?: boolean; ma
   };
 }
 
+/** Connects, says EHLO, upgrades with STARTTLS when offered or required, and logs in: what `test-service` checks. */
+export async function verifySmtp(config: Config): Promise<void> {
+  if (!config.smtp) throw new Error('smtp is not configured');
+  const nodemailer = require('nodemailer') as typeof import('nodemailer');
+  const transport = nodemailer.createTransport(transportOptions(config, config.smtp));
+  try {
+    await transport.verify();
+  } finally {
+    transport.close();
+  }
+}
+
 /** Hands a composed reply to the configured SMTP server, byte for byte. */
 export async function sendReply(config: Config, reply: ReplyMessage): Promise<void> {
   const sender = createSmtpSender(config);

@@ -55,6 +55,12 @@ export interface ActionContext {
 
 export interface Action {
   summary: string;
+  /**
+   * A realistic command line, starting with the service and the action (`files get logs
+   * 2026/11/app.log`), shown by `help` and in docs/commands.md. One ending in `key<<END` is
+   * followed by the here-document's lines and the closing `END`, separated by "\n".
+   */
+  example?: string;
   args: Record<string, ArgSpec>;
   /** Argument names filled, in order, by bare words after the action. */
   positional?: string[];
@@ -69,6 +75,13 @@ export interface Action {
   run: (args: Record<string, unknown>, ctx: ActionContext) => Promise<Result>;
 }
 
+/** What `test-service` shows for one target: it answered (ok) or why not; never a secret. */
+export interface ProbeResult {
+  target: string;
+  ok: boolean;
+  detail: string;
+}
+
 export interface Service {
   name: string;
   summary: string;
@@ -77,5 +90,6 @@ export interface Service {
   checkConfig: (section: unknown, path: string) => Problem[];
   /** Lines appended to `help <service>`, e.g. the named queries the config defines. */
   helpDetails?: (config: Config) => string[];
-  probe: (config: Config) => Promise<{ ok: boolean; detail: string }>;
+  /** One row per thing the service depends on (a database, a job, a share, an account's IMAP…). */
+  probe: (config: Config) => Promise<ProbeResult[]>;
 }

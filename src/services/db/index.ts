@@ -80,6 +80,7 @@ const rowNote = (shown: number, total: number): string | undefined =>
 
 const tables: Action = {
   summary: 'list tables and views with their row counts',
+  example: 'db tables',
   args: { db: dbArg },
   mutates: false,
   prepare: (args, config) => prepareWithDb(args, config, tables.args),
@@ -98,6 +99,7 @@ const tables: Action = {
 
 const describe: Action = {
   summary: 'show the columns of a table',
+  example: 'db describe hosts',
   args: { table: { type: 'string', required: true, maxLength: 128, description: 'table or view name' }, db: dbArg },
   positional: ['table'],
   mutates: false,
@@ -134,6 +136,7 @@ function prepareNamed(kind: 'queries' | 'updates', action: Action) {
 
 const query: Action = {
   summary: 'run a named query from the config with typed parameters',
+  example: 'db query host hostname=web-ams-01',
   args: {
     name: { type: 'string', required: true, maxLength: 128, description: 'named query (see the list below)' },
     db: dbArg,
@@ -155,6 +158,7 @@ const query: Action = {
 
 const update: Action = {
   summary: 'run a named update from the config (one transaction) and report the rows it changed',
+  example: 'db update set_ticket_status id=42 status=closed',
   args: {
     name: { type: 'string', required: true, maxLength: 128, description: 'named update (see the list below)' },
     db: dbArg,
@@ -174,6 +178,7 @@ const update: Action = {
 
 const sql: Action = {
   summary: 'run one SQL statement read-only (the server refuses writes), with a timeout and a row cap',
+  example: 'db sql "SELECT site, count(*) AS hosts FROM hosts GROUP BY site" db=inventory',
   args: {
     sql: { type: 'string', required: true, maxLength: 4000, description: 'the statement, in double quotes' },
     db: dbArg,
@@ -269,25 +274,20 @@ export const db: Service = {
     }
     return lines;
   },
-  probe: async (config) => {
-    const details: string[] = [];
-    let ok = true;
-    for (const name of Object.keys(section(config).databases)) {
-      try {
-        const { engine, cfg } = engineFor(config, name);
-        const version = await engine.version();
-        const tableList = await engine.tables({ counts: false });
-        const queries = Object.keys(cfg.queries ?? {}).length;
-        const updates = Object.keys(cfg.updates ?? {}).length;
-        details.push(
-          `${name}: ${version}, ${count(tableList.length, 'table')}, ${count(queries, 'named query', 'named queries')}` +
-            (updates ? `, ${count(updates, 'named update')}` : ''),
-        );
-      } catch (err) {
-        ok = false;
-        details.push(`${name}: ${(err as Error).message}`);
-      }
-    }
-    return { ok, detail: details.join('; ') };
-  },
+  probe: (config) =>
+    Promise.all(
+      Object.keys(section(config).databases).map(async (name) => {
+        try {
+          const { engine, cfg } = engineFor(config, name);
+          const version = await engine.version();
+          const tableList = await engine.tables({ counts: false });
+          const queries = Object.keys(cfg.queries ?? {}).length;
+          const updates = Object.keys(cfg.updates ?? {}).length;
+          const detail = `${version}, ${count(tableList.length, 'table')}, ${count(queries, 'named query', 'named queries')}` + (updates ? `, ${count(updates, 'named update')}` : '');
+          return { target: name, ok: true, detail };
+        } catch (err) {
+          return { target: name, ok: false, detail: (err as Error).message };
+        }
+      }),
+    ),
 };

@@ -3,7 +3,7 @@ import { CommandError } from '../../core/errors';
 import type { Config, FilesServiceConfig, FilesShare } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
 import { convertArgs, ownValue } from '../args';
-import type { Action, ArgSpec, Prepared, RequestAttachment, RequestInfo, Result, Service } from '../types';
+import type { Action, ArgSpec, Prepared, ProbeResult, RequestAttachment, RequestInfo, Result, Service } from '../types';
 import type { Entry, ShareAdapter } from './adapter';
 import { checkPath } from './paths';
 
@@ -90,6 +90,7 @@ const where = (args: Record<string, unknown>) => `${args.share}:${parts(args).jo
 
 const list: Action = {
   summary: 'list a folder of a share',
+  example: 'files list logs 2026/11',
   args: { share: shareArg, path: pathArg(false) },
   positional: ['share', 'path'],
   mutates: false,
@@ -102,6 +103,7 @@ const list: Action = {
 
 const stat: Action = {
   summary: 'type, size, time and mode of one file or folder',
+  example: 'files stat logs 2026/11/app.log',
   args: { share: shareArg, path: pathArg(true) },
   positional: ['share', 'path'],
   mutates: false,
@@ -114,6 +116,7 @@ const stat: Action = {
 
 const get: Action = {
   summary: 'send a file of a share as an attachment',
+  example: 'files get share=logs path=2026/11/app.log',
   args: { share: shareArg, path: pathArg(true) },
   positional: ['share', 'path'],
   mutates: false,
@@ -130,6 +133,7 @@ const get: Action = {
 
 const put: Action = {
   summary: 'store an attachment of this message in a share (temporary name, then rename)',
+  example: 'files put drop incoming/report.pdf attach=report.pdf',
   args: {
     share: shareArg,
     path: pathArg(true),
@@ -149,6 +153,7 @@ const put: Action = {
 
 const rm: Action = {
   summary: 'remove a file of a share',
+  example: 'files rm drop incoming/old.pdf',
   args: { share: shareArg, path: pathArg(true) },
   positional: ['share', 'path'],
   mutates: true,
@@ -170,22 +175,24 @@ function checkConfig(raw: unknown, path: string): Problem[] {
   return problems;
 }
 
-async function probe(config: Config): Promise<{ ok: boolean; detail: string }> {
-  const cfg = section(config);
-  const results = await Promise.all(
-    Object.entries(cfg.shares).map(async ([name, share]) => {
+/** Each share: a local folder exists and allows what the share may do; an SFTP root lists (host key checked). */
+function probe(config: Config): Promise<ProbeResult[]> {
+  return Promise.all(
+    Object.entries(section(config).shares).map(async ([name, share]) => {
+      const access = share.readOnly ? 'read-only' : 'read-write';
       try {
         if (share.path) {
-          realpathSync(share.path);
-          accessSync(share.path, share.readOnly ? fsConstants.R_OK : fsConstants.R_OK | fsConstants.W_OK);
-        } else await onShare(config, name, (adapter) => adapter.list([]));
-        return { ok: true, text: `${name} ok` };
+          const real = realpathSync(share.path);
+          accessSync(real, share.readOnly ? fsConstants.R_OK : fsConstants.R_OK | fsConstants.W_OK);
+          return { target: name, ok: true, detail: `local folder ${real}, ${access}` };
+        }
+        const entries = await onShare(config, name, (adapter) => adapter.list([]));
+        return { target: name, ok: true, detail: `sftp ${share.sftp!.user}@${share.sftp!.host}:${share.sftp!.path} (host key as pinned), ${entries.length} entries, ${access}` };
       } catch (err) {
-        return { ok: false, text: `${name}: ${(err as Error).message}` };
+        return { target: name, ok: false, detail: (err as Error).message };
       }
     }),
   );
-  return { ok: results.every((r) => r.ok), detail: results.map((r) => r.text).join('; ') };
 }
 
 export const files: Service = {

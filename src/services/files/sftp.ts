@@ -68,18 +68,23 @@ export class SftpShareAdapter implements ShareAdapter {
           : new CommandError(`cannot reach the SFTP server ${host}:${port} (${(err as Error).message})`));
       });
       client.on('ready', () => client.sftp((err, s) => (err ? reject(new CommandError(`SFTP is not available on ${host}:${port} (${err.message})`)) : resolve(s))));
-      client.connect({
-        host,
-        port,
-        username: user,
-        privateKey,
-        passphrase,
-        readyTimeout: this.timeoutMs(),
-        hostVerifier: (key: Buffer) => {
-          offered = fingerprint(key);
-          return offered === this.cfg.hostKey;
-        },
-      });
+      try {
+        client.connect({
+          host,
+          port,
+          username: user,
+          privateKey,
+          passphrase,
+          readyTimeout: this.timeoutMs(),
+          hostVerifier: (key: Buffer) => {
+            offered = fingerprint(key);
+            return offered === this.cfg.hostKey;
+          },
+        });
+      } catch (err) {
+        // ssh2 reads the key before it connects: a key it cannot use is a config problem.
+        reject(new CommandError(`${this.where}.privateKey cannot be used (${(err as Error).message})`));
+      }
     });
     const root = await this.call<string>((done) => sftp.realpath(this.cfg.path, done), `the share's folder ${this.cfg.path}`);
     return { client, sftp, root };

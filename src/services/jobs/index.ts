@@ -98,6 +98,7 @@ const nameArg = { type: 'string', maxLength: 64, pattern: JOB_NAME.source.slice(
 
 const list: Action = {
   summary: 'list the jobs, their arguments, schedules and next run times',
+  example: 'jobs list',
   args: {},
   mutates: false,
   run: async (_args, ctx) => {
@@ -121,6 +122,7 @@ const list: Action = {
 
 const run: Action = {
   summary: 'run a job now with its arguments; reports exit code, duration and the end of its output',
+  example: 'jobs run disk-usage dir=log',
   args: { name: { ...nameArg, required: true, description: 'the job (see the list below)' } },
   positional: ['name'],
   extraArgs: 'the job\'s arguments as key=value',
@@ -185,6 +187,7 @@ function runsTable(runs: RunSummary[], note?: string): Result {
 
 const log: Action = {
   summary: 'the run log (newest first), of one job or all; run=<id> attaches that run\'s full output',
+  example: 'jobs log disk-usage tail=10',
   args: {
     name: { ...nameArg, description: 'only runs of this job' },
     run: { type: 'int', min: 1, description: 'one run: its summary, with stdout and stderr attached' },
@@ -229,6 +232,7 @@ const log: Action = {
 
 const schedule: Action = {
   summary: 'show schedules with their next run; "set <job> cron=…" or "clear <job>" changes one',
+  example: 'jobs schedule set disk-free cron="0 2 * * *"',
   args: {
     verb: { type: 'enum', values: ['list', 'set', 'clear'], default: 'list', description: 'list (the default), set or clear' },
     name: { ...nameArg, description: 'the job (set, clear)' },
@@ -359,13 +363,10 @@ export const jobs: Service = {
       lines.push(`  ${name}${job.description ? ` - ${job.description}` : ''}`);
       for (const arg of describeArgs(job.params ?? {})) lines.push(`      ${arg}`);
     }
-    lines.push('Examples: jobs run <job> key=value · jobs log <job> tail=10 · jobs log run=17 · jobs schedule set <job> cron="0 2 * * *"');
     return lines;
   },
   probe: async (config) => {
-    const cfg = section(config);
-    const problems: string[] = [];
-    for (const [name, job] of Object.entries(cfg.jobs)) {
+    const rows = Object.entries(section(config).jobs).map(([name, job]) => {
       const cwd = jobCwd(config, job);
       let cwdOk = false;
       try {
@@ -373,17 +374,17 @@ export const jobs: Service = {
       } catch {
         // reported below
       }
-      if (!cwdOk) problems.push(`${name}: working directory ${cwd} does not exist`);
-      else if (!findProgram(job.command[0], cwd)) problems.push(`${name}: program ${job.command[0]} not found or not executable`);
-    }
-    let schedules = 0;
+      const program = cwdOk ? findProgram(job.command[0], cwd) : undefined;
+      if (!cwdOk) return { target: name, ok: false, detail: `working directory ${cwd} does not exist` };
+      if (!program) return { target: name, ok: false, detail: `program ${job.command[0]} not found or not executable` };
+      return { target: name, ok: true, detail: `${program} in ${cwd}` };
+    });
     try {
-      schedules = (await (await jobsStoreFor(config)).listSchedules()).length;
+      const schedules = (await (await jobsStoreFor(config)).listSchedules()).length;
+      rows.push({ target: 'run log', ok: true, detail: `${schedules} schedule${schedules === 1 ? '' : 's'}` });
     } catch (err) {
-      problems.push(`run log: ${(err as Error).message}`);
+      rows.push({ target: 'run log', ok: false, detail: (err as Error).message });
     }
-    const count = Object.keys(cfg.jobs).length;
-    const summary = `${count} job${count === 1 ? '' : 's'}, ${schedules} schedule${schedules === 1 ? '' : 's'}`;
-    return { ok: problems.length === 0, detail: problems.length ? `${summary}; ${problems.join('; ')}` : summary };
+    return rows;
   },
 };

@@ -1,5 +1,6 @@
 import type { Config, MailServiceConfig } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
+import { isSecretRef } from '../../config/secrets';
 import type { Service } from '../types';
 import { ACCOUNT_NAME, maxMessageBytes, plural, section } from './accounts';
 import { connectImap, imapFailure, smtpFailure, smtpTransport, type NamedAccount } from './clients';
@@ -7,13 +8,6 @@ import { readActions } from './read';
 import { send } from './send';
 
 const PROBE_TIMEOUT_MS = 20_000;
-
-const isSecretRef = (value: unknown): boolean => {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const keys = Object.keys(value);
-  const v = value as Record<string, unknown>;
-  return keys.length === 1 && ((keys[0] === 'env' && typeof v.env === 'string') || (keys[0] === 'file' && typeof v.file === 'string'));
-};
 
 function checkConfig(raw: unknown, path: string): Problem[] {
   const cfg = raw as MailServiceConfig;
@@ -92,24 +86,21 @@ export const mail: Service = {
       const who = account.name ? `${account.name} <${account.address}>` : account.address;
       lines.push(`  ${name} - ${who}${account.description ? ` - ${account.description}` : ''}`);
     }
-    lines.push(
-      `mail get attaches messages of up to ${maxMessageBytes(config)} bytes (services.mail.maxMessageBytes).`,
-      'Examples: mail list ops unseen=yes · mail get ops 42 · mail folders ops',
-      '  mail send ops to=someone@example.com subject="Report" attach=report.pdf body<<END',
-      '  the text, line by line',
-      '  END',
-    );
+    lines.push(`mail get attaches messages of up to ${maxMessageBytes(config)} bytes (services.mail.maxMessageBytes).`);
     return lines;
   },
   probe: async (config) => {
     const accounts = Object.entries(section(config).accounts);
-    const results = await Promise.all(
+    const rows = await Promise.all(
       accounts.map(async ([name, account]) => {
         const named = { name, account };
         const [imap, smtp] = await Promise.all([probeImap(config, named), probeSmtp(config, named)]);
-        return { ok: imap.startsWith('IMAP ok') && smtp === 'SMTP ok', detail: `${name} (${account.address}): ${imap}, ${smtp}` };
+        return [
+          { target: `${name} imap`, ok: imap.startsWith('IMAP ok'), detail: `${account.address}: ${imap}` },
+          { target: `${name} smtp`, ok: smtp === 'SMTP ok', detail: `${account.address}: ${smtp}` },
+        ];
       }),
     );
-    return { ok: results.every((r) => r.ok), detail: results.map((r) => r.detail).join('; ') };
+    return rows.flat();
   },
 };

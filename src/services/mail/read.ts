@@ -41,6 +41,7 @@ async function openFolder(client: ImapFlow, named: NamedAccount, folder: string)
 
 const list: Action = {
   summary: 'list messages of a folder, newest first, optionally only unseen, from someone, or since a day',
+  example: 'mail list ops unseen=yes since=2026-11-01 limit=10',
   args: {
     account: accountArg,
     folder: folderArg,
@@ -92,6 +93,7 @@ const list: Action = {
 
 const get: Action = {
   summary: 'show one message (headers and text) and attach it whole as <uid>.eml; it stays unread',
+  example: 'mail get ops 4711 folder=Archive',
   args: {
     account: accountArg,
     uid: { type: 'int', required: true, min: 1, max: 4294967295, description: 'the message (its uid, as mail list shows it)' },
@@ -151,6 +153,7 @@ const get: Action = {
 
 const folders: Action = {
   summary: 'list the folders of an account with their message and unseen counts',
+  example: 'mail folders ops',
   args: { account: accountArg },
   positional: ['account'],
   mutates: false,

@@ -57,6 +57,7 @@ function attachmentProblems(names: string[], attachments: RequestAttachment[], c
 
 export const send: Action = {
   summary: 'send a mail from an account; the text as body<<END … END, files attached to your request as attach=',
+  example: 'mail send ops to=team@example.com subject="Nightly report" attach=report.pdf body<<END\nHi all,\nthe nightly report is attached.\nEND',
   args: {
     account: accountArg,
     to: { type: 'string', required: true, maxLength: 4000, description: 'recipients, comma-separated plain addresses' },
