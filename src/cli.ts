@@ -52,13 +52,33 @@ const commands: CommandEntry[] = [
     load: () => require('./commands/users'),
   },
   {
-    command: 'test-service [name]',
-    describe: 'Probe the configured service adapters and report what answers',
+    command: 'test-service [name..]',
+    describe: 'Probe the mailbox, SMTP, state store, audit log and every configured adapter; exit 69 if any fails',
     flags: (y) =>
       y
-        .positional('name', { type: 'string', describe: 'Only this service' })
-        .option('json', { type: 'boolean', describe: 'Machine-readable output' }),
+        .positional('name', { type: 'string', array: true, describe: 'Only these (imap, smtp, state, audit, or a service)' })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output' })
+        .option('timeout', { type: 'string', describe: 'Per probe, e.g. 5s (default), 1500ms' }),
     load: () => require('./commands/test-service'),
+  },
+  {
+    command: 'config <action>',
+    describe: 'Check the config: print it resolved as JSON (secrets stay references), or list every problem (exit 78)',
+    flags: (y) => y.positional('action', { choices: ['check'] as const, describe: 'What to do' }),
+    load: () => require('./commands/config'),
+  },
+  {
+    command: 'completion [shell]',
+    describe: 'Print a shell completion script (default: for $SHELL)',
+    flags: (y) => y.positional('shell', { choices: ['bash', 'zsh'] as const, describe: 'The shell' }),
+    load: () => require('./commands/completion'),
+  },
+  {
+    // `mailagent help` alone (and --help) is yargs' help; only `help <format>` comes here.
+    command: 'help <format>',
+    describe: 'Print the manual of the mail command language (docs/commands.md)',
+    flags: (y) => y.positional('format', { choices: ['markdown'] as const, describe: 'Output format' }),
+    load: () => require('./commands/help'),
   },
 ];
 
@@ -122,7 +142,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('config', { type: 'string', describe: 'Config file (default: search from the working directory)' })
     .option('debug', { type: 'boolean', describe: 'Print stack traces for internal errors' })
     .strict()
-    .demandCommand(1, 'no command given (one of: watch, run, users, test-service)')
+    .demandCommand(1, `no command given (one of: ${commands.map((c) => c.command.split(' ')[0]).join(', ')})`)
     .recommendCommands()
     .wrap(Math.min(100, process.stdout.columns || 100))
     .fail((msg, err) => {

@@ -6,7 +6,7 @@ import { ownValue } from '../services/args';
  * `files:get share=logs` or `jobs:run name=report-*` (every constraint must hold; `*` matches
  * any run of characters; an argument that is absent does not match).
  */
-interface Grant {
+export interface Grant {
   service: string;
   action: string;
   constraints: [string, RegExp][];
@@ -18,7 +18,7 @@ function glob(pattern: string): RegExp {
   return new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's');
 }
 
-function parseGrant(text: string): Grant {
+export function parseGrant(text: string): Grant {
   let grant = cache.get(text);
   if (!grant) {
     const [head, ...rest] = text.trim().split(/\s+/);
