@@ -665,8 +665,8 @@ function serverSuite(server: ServerUnderTest): void {
     for (const name of ['from_env', 'wrong_password', 'privileged']) delete healthy.services.db.databases[name];
     assert.is(await probe(healthy), EXIT.OK, output.join(''));
     const version = server.kind === 'postgres' ? /PostgreSQL \d+\.\d+/ : /MariaDB \d+\.\d+\.\d+/;
-    assert.match(output.join(''), new RegExp(`^db +main +ok +\\d+  ${version.source}, 3 tables, 7 named queries, 4 named updates$`, 'm'));
-    assert.match(output.join(''), new RegExp(`^db +crm +ok +\\d+  ${version.source}, 1 table, 1 named query$`, 'm'));
+    assert.match(output.join(''), new RegExp(`^db +main +ok +\\d+  ${version.source}, 3 tables, 7 named queries, 4 named updates, all prepared$`, 'm'));
+    assert.match(output.join(''), new RegExp(`^db +crm +ok +\\d+  ${version.source}, 1 table, 1 named query, all prepared$`, 'm'));
     output.length = 0;
     const down = rawConfig();
     for (const name of ['from_env', 'wrong_password', 'privileged']) delete down.services.db.databases[name];

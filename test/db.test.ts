@@ -105,13 +105,18 @@ test('db= picks another configured database; an unknown one is a validation prob
   assert.equal(prepared, { ok: false, problems: ['db=crm: no such database (configured: inventory, second)'] });
 });
 
-test('probe reports each database', async () => {
+test('probe reports each database, with every named statement prepared', async () => {
   const [inventory, second] = await db.probe(config);
   assert.is(inventory.target, 'inventory');
-  assert.ok(inventory.ok);
-  assert.match(inventory.detail, /^SQLite 3\.\d+\.\d+, 3 tables, 7 named queries/);
+  assert.ok(inventory.ok, inventory.detail);
+  assert.match(inventory.detail, /^SQLite 3\.\d+\.\d+, 3 tables, 7 named queries, 3 named updates, all prepared$/);
   assert.equal([second.target, second.ok], ['second', false]);
   assert.match(second.detail, 'database file');
+  // A statement the database cannot prepare fails the probe, named, before any mail asks for it.
+  const broken = demoConfig(dir, (raw) => (raw.services.db.databases.inventory.queries.typo = { sql: 'SELECT nme FROM hostz' }));
+  const [probe] = await db.probe(broken);
+  assert.is(probe.ok, false);
+  assert.match(probe.detail, /; query typo: .*no such table: hostz/);
 });
 
 const count = (sql: string): number => {

@@ -41,6 +41,8 @@ export interface DbEngine {
   /** One statement from the mail, read-only (refused by the server otherwise), with timeout and row cap. */
   sql(text: string, maxRows: number): Promise<SqlResult>;
   version(): Promise<string>;
+  /** Has the server parse and plan a named statement without running it (test-service); throws its error. */
+  check(sql: string, types?: ParamTypes): Promise<void>;
   /** Closes pools and connections; the engine opens them again if used afterwards. */
   close(): Promise<void>;
 }

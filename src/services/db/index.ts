@@ -284,7 +284,14 @@ export const db: Service = {
           const queries = Object.keys(cfg.queries ?? {}).length;
           const updates = Object.keys(cfg.updates ?? {}).length;
           const detail = `${version}, ${count(tableList.length, 'table')}, ${count(queries, 'named query', 'named queries')}` + (updates ? `, ${count(updates, 'named update')}` : '');
-          return { target: name, ok: true, detail };
+          // Each named statement is parsed by the server now, not first when a mail asks for it.
+          const broken: string[] = [];
+          const statements = [...Object.entries(cfg.queries ?? {}).map(([n, q]) => ['query', n, q] as const), ...Object.entries(cfg.updates ?? {}).map(([n, u]) => ['update', n, u] as const)];
+          for (const [kind, statementName, statement] of statements) {
+            await engine.check(statement.sql, paramTypes(statement.params)).catch((err: Error) => broken.push(`${kind} ${statementName}: ${err.message}`));
+          }
+          if (broken.length) return { target: name, ok: false, detail: `${detail}; ${broken.join('; ')}` };
+          return { target: name, ok: true, detail: `${detail}, all prepared` };
         } catch (err) {
           return { target: name, ok: false, detail: (err as Error).message };
         }

@@ -277,6 +277,23 @@ export function mysqlEngine(cfg: ServerDatabase, opts: EngineOptions): DbEngine 
         return { columns: result.columns, rows: result.rows, total: result.total };
       }, true),
 
+    check: (sql) =>
+      withConnection(async (conn) => {
+        // A server-side prepare parses the statement and checks its tables; nothing runs.
+        const { text } = toPositional(sql, 'mysql', {});
+        try {
+          await new Promise<void>((resolve, reject) =>
+            conn.prepare(text, (err, statement) => {
+              if (err) return reject(err);
+              statement.close();
+              resolve();
+            }),
+          );
+        } catch (err) {
+          throw translate(err);
+        }
+      }),
+
     version: () =>
       withConnection(async (conn) => {
         try {

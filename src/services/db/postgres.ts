@@ -296,6 +296,17 @@ export function postgresEngine(cfg: PgConfig, opts: EngineOptions): DbEngine {
         return { columns: result.columns, rows: result.rows, total: result.total };
       }, true),
 
+    check: (sql, types) =>
+      withClient(async (client) => {
+        try {
+          // PREPARE parses and plans, nothing runs; with untyped parameters once more with casts.
+          await withParams(sql, {}, types, (text) => client.query(`PREPARE mailagent_check AS ${text}`));
+          await client.query('DEALLOCATE mailagent_check');
+        } catch (err) {
+          throw translate(err);
+        }
+      }),
+
     version: () =>
       withClient(async (client) => {
         try {

@@ -122,6 +122,7 @@ export function sqliteEngine(cfg: { path: string }, opts: EngineOptions): DbEngi
         return collect(stmt, undefined, maxRows);
       }),
     version: () => withDb((db) => `SQLite ${(db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}`),
+    check: (sql) => withDb((db) => void db.prepare(sql)),
     close: async () => undefined,
   };
 }
