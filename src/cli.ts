@@ -129,6 +129,8 @@ function plainRunArgs(argv: string[]): Record<string, unknown> | undefined {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // yargs reads a `help` word as --help; `help --markdown` is the manual, like `help markdown`.
+  if (argv[0] === 'help' && argv.includes('--markdown')) argv = ['help', 'markdown', ...argv.slice(1).filter((a) => a !== '--markdown')];
   const plainRun = plainRunArgs(argv);
   if (plainRun) return runHandler(commands.find((c) => c.command === 'run')!, plainRun);
 

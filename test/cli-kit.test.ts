@@ -76,6 +76,7 @@ test('the executable prints the same manual, and documents every action with its
     }
   }
   for (const builtin of ['`help`', '`help <service>`', '`status`', '`key<<END`']) assert.match(r.stdout, builtin);
+  assert.is(mailagent(['help', '--markdown']).stdout, r.stdout, 'help --markdown is the same manual');
 });
 
 test('`mailagent help` alone stays the usage text; an unknown format is a usage error', () => {
