@@ -195,11 +195,14 @@ test('db sql takes the statement as one quoted word and needs the db:sql grant',
   assert.equal(prepared, { ok: false, problems: ['db=nope: no such database (configured: inventory, second)'] });
 });
 
-test('help db lists named updates with their parameters', () => {
-  const lines = db.helpDetails!(config).join('\n');
+test('help db lists named updates with their parameters, only to a sender who may run them', () => {
+  const lines = db.helpDetails!(config, () => true).join('\n');
   assert.match(lines, 'Named updates in database inventory (db update; each runs in one transaction):');
   assert.match(lines, '  set_ticket_status - change the status of one ticket\n      id=<int>');
   assert.match(lines, 'status=<open|in progress|closed>');
+  const viewer = db.helpDetails!(config, (action) => action === 'query').join('\n');
+  assert.match(viewer, 'Named queries in database inventory');
+  assert.not.match(viewer, 'set_ticket_status');
 });
 
 test('checkConfig reads :name outside literals and comments, and refuses native placeholders', () => {

@@ -59,7 +59,8 @@ export function renderHelp(services: Registry, config: Config, user: UserConfig,
       if (serviceName) for (const arg of describeArgs(action.args)) lines.push(`      ${arg}`);
       lines.push(...exampleLines(action, '      '));
     }
-    if (serviceName && service.helpDetails) lines.push('', ...service.helpDetails(config));
+    // Details only of what the sender may use (a viewer does not see the named updates).
+    if (serviceName && service.helpDetails) lines.push('', ...service.helpDetails(config, (a) => mayUse(config, user, name, a)));
     lines.push('');
   }
   if (!serviceName && !shown) lines.push('(your roles grant no actions of the services on this agent)', '');

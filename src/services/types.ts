@@ -89,7 +89,7 @@ export interface Service {
   /** Problems in this service's config section beyond what the schema says. */
   checkConfig: (section: unknown, path: string) => Problem[];
   /** Lines appended to `help <service>`, e.g. the named queries the config defines. */
-  helpDetails?: (config: Config) => string[];
+  helpDetails?: (config: Config, may: (action: string) => boolean) => string[];
   /** One row per thing the service depends on (a database, a job, a share, an account's IMAP…). */
   probe: (config: Config) => Promise<ProbeResult[]>;
 }

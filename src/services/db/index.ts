@@ -253,18 +253,20 @@ export const db: Service = {
   summary: 'search databases with named, parameterised queries; named updates; read-only SQL',
   actions: { tables, describe, query, update, sql },
   checkConfig,
-  helpDetails: (config) => {
+  helpDetails: (config, may) => {
     const lines: string[] = [];
     for (const [dbName, cfg] of Object.entries(config.services.db?.databases ?? {})) {
-      lines.push(`Named queries in database ${dbName}${dbName === databaseName(config, undefined) ? ' (default)' : ''}:`);
-      const queries = Object.entries(cfg.queries ?? {});
-      if (!queries.length) lines.push('  (none)');
-      for (const [qName, q] of queries) {
-        lines.push(`  ${qName}${q.description ? ` - ${q.description}` : ''}`);
-        for (const arg of describeArgs(q.params ?? {})) lines.push(`      ${arg}`);
+      if (may('query')) {
+        lines.push(`Named queries in database ${dbName}${dbName === databaseName(config, undefined) ? ' (default)' : ''}:`);
+        const queries = Object.entries(cfg.queries ?? {});
+        if (!queries.length) lines.push('  (none)');
+        for (const [qName, q] of queries) {
+          lines.push(`  ${qName}${q.description ? ` - ${q.description}` : ''}`);
+          for (const arg of describeArgs(q.params ?? {})) lines.push(`      ${arg}`);
+        }
       }
       const updates = Object.entries(cfg.updates ?? {});
-      if (updates.length) {
+      if (updates.length && may('update')) {
         lines.push(`Named updates in database ${dbName} (db update; each runs in one transaction):`);
         for (const [uName, u] of updates) {
           lines.push(`  ${uName}${u.description ? ` - ${u.description}` : ''}`);
