@@ -187,6 +187,8 @@ export interface ImapConfig {
   folders?: { processing?: string; processed?: string; rejected?: string };
   /** Poll every N seconds instead of IDLE (for servers without IDLE); 0 or absent = IDLE. */
   pollSeconds?: number;
+  /** Lifetime of an agent's lease on a message it works on, renewed every fifth of it (default 300). */
+  leaseSeconds?: number;
 }
 
 /** Where the journal, outbox and security memory live. */

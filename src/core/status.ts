@@ -11,6 +11,8 @@ export interface AgentStatus {
   /** The last thing the IMAP server told us, and when. */
   lastImapEvent?: { what: string; at: Date };
   messagesHandled: number;
+  /** Messages another agent held a lease on when this one last looked (a crashed one holds its until imap.leaseSeconds). */
+  waitingOnOtherAgents?: number;
   mode?: string;
 }
 
@@ -45,6 +47,7 @@ export async function statusText(config: Config, store: StateStore, user: UserCo
       `agent: up ${humanDuration(now.getTime() - agent.startedAt.getTime())}${agent.mode ? ` (${agent.mode})` : ''}, ${agent.messagesHandled} messages handled`,
       `imap: ${agent.connection}${event ? `; last event: ${event.what}, ${humanDuration(now.getTime() - event.at.getTime())} ago` : ''}`,
     );
+    if (agent.waitingOnOtherAgents) lines.push(`messages waiting on another agent's lease: ${agent.waitingOnOtherAgents}`);
   }
   return lines.join('\n');
 }

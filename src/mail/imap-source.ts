@@ -167,12 +167,28 @@ export class ImapSource {
     }
   }
 
-  /** Every UID in a folder, ascending. */
+  /** Every UID in a folder, ascending; messages flagged \Deleted (moved away on a server without MOVE) are left out. */
   async listUids(path: string): Promise<number[]> {
     await this.select(path);
     // No shortcut on the cached message count: when polling, only a command makes the server tell.
-    const uids = await this.client.search({ all: true }, { uid: true });
+    const uids = await this.client.search({ deleted: false }, { uid: true });
     return (uids || []).sort((a, b) => a - b);
+  }
+
+  /**
+   * MOVE where the server has it (RFC 6851). Without it: UID COPY, and only when the server
+   * confirmed the copy, \Deleted and UID EXPUNGE of exactly these UIDs. imapflow's own fallback
+   * deletes the originals even when the COPY failed, losing the only copy; and without UIDPLUS a
+   * plain EXPUNGE would remove every \Deleted message of the folder, so the originals are then
+   * only flagged \Deleted (listUids skips them). False when the server refused: nothing changed.
+   */
+  private async transfer(uids: number[], to: string): Promise<{ uidMap?: Map<number, number> } | false> {
+    if (this.client.capabilities.has('MOVE')) return this.client.messageMove(uids, to, { uid: true });
+    const copied = await this.client.messageCopy(uids, to, { uid: true });
+    if (!copied) return false;
+    if (this.client.capabilities.has('UIDPLUS')) await this.client.messageDelete(uids, { uid: true });
+    else await this.client.messageFlagsAdd(uids, ['\\Deleted'], { uid: true });
+    return copied;
   }
 
   /**
@@ -187,7 +203,7 @@ export class ImapSource {
     if (uids.length === 0) return new Map();
     this.mustWrite('claim');
     await this.select(this.folders.inbox);
-    const result = await this.client.messageMove(uids, this.folders.processing, { uid: true });
+    const result = await this.transfer(uids, this.folders.processing);
     if (result === false) throw new Error(`the server refused to move messages into ${this.folders.processing}`);
     if (!this.client.capabilities.has('UIDPLUS')) return 'unknown';
     return result && result.uidMap ? result.uidMap : new Map();
@@ -215,7 +231,7 @@ export class ImapSource {
     if (uids.length === 0) return true;
     this.mustWrite('move');
     await this.select(from);
-    return (await this.client.messageMove(uids, to, { uid: true })) !== false;
+    return (await this.transfer(uids, to)) !== false;
   }
 
   /** A dry run that reached a write is a bug: refuse it rather than change the mailbox. */

@@ -11,7 +11,7 @@ import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { envelopeSenderOf, messageKey } from './headers';
 import { DryRunPreview } from './dry-run';
-import { KeptLeases, leaseMessage, type AgentIdentity, type MessageLease } from './leases';
+import { KeptLeases, leaseMessage, messageLeaseMs, type AgentIdentity, type MessageLease } from './leases';
 
 export type ConnectionState = 'disconnected' | 'connecting' | 'syncing' | 'idle' | 'stopping';
 
@@ -103,7 +103,9 @@ export class Agent {
   private readonly dryRunPreview: DryRunPreview;
   /** dry-run: folders already logged as missing (once per run, not per reconnect). */
   private readonly reportedMissing = new Set<string>();
-  private readonly keptLeases = new KeptLeases();
+  private readonly keptLeases = new KeptLeases(() => messageLeaseMs(this.config));
+  /** Keys of messages another agent held a lease on when this one last looked (status). */
+  private readonly leasedElsewhere = new Set<string>();
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -126,6 +128,7 @@ export class Agent {
       connection: this.state,
       lastImapEvent: this.lastEvent,
       messagesHandled: this.handled,
+      waitingOnOtherAgents: this.leasedElsewhere.size,
       mode: this.dryRun ? 'dry run' : this.once ? 'once' : undefined,
     };
   }
@@ -261,6 +264,8 @@ export class Agent {
   /** After a (re)connect and now and then: the processing folder first, then the inbox. */
   private async catchUp(): Promise<void> {
     this.nextCatchUpAt = Date.now() + CATCH_UP_MS;
+    // Counted afresh: a message another agent has filed meanwhile is no longer waiting.
+    this.leasedElsewhere.clear();
     // A dry run reads the inbox only: the processing folder is none of its business (it may not even exist).
     if (!this.dryRun) await this.recoverProcessing();
     await this.syncInbox();
@@ -308,8 +313,13 @@ export class Agent {
     const taken = await Promise.allSettled(
       fetched.map(async ([uid, raw]): Promise<Held | undefined> => {
         const key = await messageKey(raw, maxBytes);
-        const lease = await leaseMessage(this.store, this.identity!, key);
-        if (lease) return { uid, raw, key, lease };
+        const lease = await leaseMessage(this.store, this.identity!, key, messageLeaseMs(this.config));
+        if (lease) {
+          this.leasedElsewhere.delete(key);
+          return { uid, raw, key, lease };
+        }
+        // Another agent works on it, or one that crashed still holds it until its lease expires.
+        this.leasedElsewhere.add(key);
         this.log.debug('message is being handled by another agent', { key, uid, folder });
         return undefined;
       }),

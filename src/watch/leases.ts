@@ -1,12 +1,15 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { Config } from '../config/types';
 import { processAlive } from '../core/processes';
 import type { StateStore } from '../state/store';
 
-/** How long a message lease lasts; it is renewed while the message is being worked on. */
-export const MESSAGE_LEASE_MS = 5 * 60_000;
-const RENEW_EVERY_MS = 60_000;
+/** How long a message lease lasts by default (imap.leaseSeconds); renewed every fifth of it while the message is worked on. */
+export const DEFAULT_MESSAGE_LEASE_MS = 5 * 60_000;
+
+/** The configured message lease, in ms. */
+export const messageLeaseMs = (config: Config) => (config.imap?.leaseSeconds ?? DEFAULT_MESSAGE_LEASE_MS / 1000) * 1000;
 
 /**
  * Who this agent is, for leases: `${hostname}:${pid}`. Each running agent leaves a marker file
@@ -63,9 +66,9 @@ export interface MessageLease {
  * Leases `msg:<key>` for this agent, taking it over from a dead predecessor on this host; undefined
  * when a live agent holds it.
  */
-export async function leaseMessage(store: StateStore, identity: AgentIdentity, key: string, now = Date.now): Promise<MessageLease | undefined> {
+export async function leaseMessage(store: StateStore, identity: AgentIdentity, key: string, leaseMs = DEFAULT_MESSAGE_LEASE_MS, now = Date.now): Promise<MessageLease | undefined> {
   const name = `msg:${key}`;
-  const take = () => store.claim(name, identity.owner, now(), now() + MESSAGE_LEASE_MS);
+  const take = () => store.claim(name, identity.owner, now(), now() + leaseMs);
   let held = await take();
   for (const dead of identity.deadOwners) {
     if (held) break;
@@ -75,7 +78,7 @@ export async function leaseMessage(store: StateStore, identity: AgentIdentity, k
   if (!held) return undefined;
   const timer = setInterval(() => {
     take().catch(() => undefined);
-  }, RENEW_EVERY_MS);
+  }, leaseMs / 5);
   timer.unref();
   return {
     finish() {
@@ -95,6 +98,8 @@ export async function leaseMessage(store: StateStore, identity: AgentIdentity, k
 export class KeptLeases {
   private readonly kept = new Map<MessageLease, number>();
 
+  constructor(private readonly leaseMs = () => DEFAULT_MESSAGE_LEASE_MS) {}
+
   keep(lease: MessageLease, now = Date.now()): void {
     lease.finish();
     // Oldest first (insertion order): drop the expired ones from the front.
@@ -102,12 +107,12 @@ export class KeptLeases {
       if (until > now) break;
       this.kept.delete(old);
     }
-    this.kept.set(lease, now + MESSAGE_LEASE_MS);
+    this.kept.set(lease, now + this.leaseMs());
   }
 
   /**
    * A kept lease outliving a clean stop would keep the next agent from taking a message delivered
-   * again (say after a UIDVALIDITY change) for 5 minutes.
+   * again (say after a UIDVALIDITY change) for the lease's lifetime (5 minutes by default).
    */
   async releaseAll(): Promise<void> {
     await Promise.all([...this.kept.keys()].map((lease) => lease.release().catch(() => undefined)));
