@@ -19,7 +19,9 @@ import {
 import { createConnection, createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
-import { registerDaemon, unregisterDaemon } from './safety-net';
+import { alive, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
+
+export { alive } from './safety-net';
 
 const run = promisify(execFile);
 
@@ -127,30 +129,6 @@ function systemDaemonPids(): number[] {
 // Processes, ports, small helpers
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function readPid(file: string): number | undefined {
-  try {
-    const pid = parseInt(readFileSync(file, 'utf8').trim(), 10);
-    return pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** True for a running process; a zombie (nobody reaps orphans in some containers) counts as gone. */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e: any) {
-    return e.code === 'EPERM';
-  }
-  // A zombie still answers kill(0); treat it as gone.
-  try {
-    return !/^\S+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -285,41 +263,6 @@ function killInstanceSync(dir: string, pids: (number | undefined)[]): void {
   const nap = new Int32Array(new SharedArrayBuffer(4));
   while (Date.now() < deadline && [...targets].some(alive)) Atomics.wait(nap, 0, 0, 20);
   for (const pid of [...targets, ...instanceProcesses(dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
-}
-
-// ---------------------------------------------------------------------------------------------
-// Servers left behind by a killed test process
-
-/** Stop and remove stacks whose owning process is gone (it was SIGKILLed, say). */
-function reapStaleStacks(): void {
-  let entries: string[] = [];
-  try { entries = readdirSync('/tmp'); } catch { return; }
-  for (const e of entries) {
-    if (!e.startsWith(basename(TMP_PREFIX))) continue;
-    const dir = join('/tmp', e);
-    const owner = readPid(join(dir, OWNER_FILE));
-    if (owner === undefined || alive(owner)) continue;
-    // Another test process may be reaping the same dir right now: both doing it is harmless.
-    try {
-      killInstanceSync(dir, [readPid(join(dir, 'pq/pid/master.pid')), readPid(join(dir, 'dv/master.pid'))]);
-    } catch { /* gone meanwhile */ }
-    removeDir(dir);
-  }
-}
-
-/**
- * rm -rf that tolerates files vanishing under it (a dying daemon, or another process reaping the
- * same dir), which makes a single rmSync throw ENOENT halfway.
- */
-function removeDir(dir: string): void {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      rmSync(dir, { recursive: true, force: true });
-      return;
-    } catch (e) {
-      if (attempt >= 5) throw e;
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -677,7 +620,7 @@ function childrenOf(ppid: number): number[] {
 export async function startMailStack(options: MailStackOptions = {}): Promise<MailStack> {
   if (process.getuid?.() !== 0) throw new Error('mailstack: must run as root (Postfix and Dovecot drop privileges themselves)');
   await ensureMailPackages();
-  reapStaleStacks();
+  reapStale(TMP_PREFIX, OWNER_FILE, (dir) => killInstanceSync(dir, [readPid(join(dir, 'pq/pid/master.pid')), readPid(join(dir, 'dv/master.pid'))]));
   const names = options.users ?? ['agent', 'ops', 'other'];
   for (const n of names) if (!/^[a-z0-9][a-z0-9._-]*$/.test(n)) throw new Error(`mailstack: bad user name ${JSON.stringify(n)}`);
 

@@ -46,10 +46,10 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createConnection } from 'node:net';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { alive, freePort, portBindable, portListening } from './mailstack';
-import { registerDaemon, unregisterDaemon } from './safety-net';
+import { freePort, portBindable, portListening } from './mailstack';
+import { alive, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
 
 const run = promisify(execFile);
 
@@ -173,15 +173,6 @@ function ensurePrivsepDir(): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function readPid(file: string): number | undefined {
-  try {
-    const pid = parseInt(readFileSync(file, 'utf8').trim(), 10);
-    return pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 function signal(pid: number, sig: NodeJS.Signals): void {
   try { process.kill(pid, sig); } catch { /* gone */ }
 }
@@ -249,18 +240,6 @@ function killInstanceSync(dir: string, extra: (number | undefined)[]): void {
   for (const pid of [...targets, ...sshdInstanceProcesses(dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
 }
 
-/** rm -rf that tolerates files vanishing under it (another process reaping the same dir). */
-function removeDir(dir: string): void {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      rmSync(dir, { recursive: true, force: true });
-      return;
-    } catch (e) {
-      if (attempt >= 5) throw e;
-    }
-  }
-}
-
 /** Read the peer's identification line; true when it is SSH-2.0. */
 function readsSshBanner(port: number, timeoutMs = 2000): Promise<boolean> {
   return new Promise((resolve) => {
@@ -298,25 +277,6 @@ async function fingerprint(pubPath: string): Promise<string> {
   const m = /^\d+ (SHA256:\S+)/.exec(stdout.trim());
   if (!m) throw new Error(`sshd harness: unexpected ssh-keygen -l output: ${stdout}`);
   return m[1];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Servers left behind by a killed test process
-
-/** Stop and remove servers whose owning process is gone (it was SIGKILLed, say). */
-function reapStaleServers(): void {
-  let entries: string[] = [];
-  try { entries = readdirSync('/tmp'); } catch { return; }
-  for (const e of entries) {
-    if (!e.startsWith(basename(TMP_PREFIX))) continue;
-    const dir = join('/tmp', e);
-    const owner = readPid(join(dir, OWNER_FILE));
-    if (owner === undefined || alive(owner)) continue;
-    try {
-      killInstanceSync(dir, [readPid(join(dir, 'sshd.pid'))]);
-    } catch { /* gone meanwhile */ }
-    removeDir(dir);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -476,7 +436,7 @@ class Server implements SshServer {
 export async function startSshServer(): Promise<SshServer> {
   if (process.getuid?.() !== 0) throw new Error('sshd harness: must run as root (sshd needs it to log in and drop privileges)');
   await ensureSshPackages();
-  reapStaleServers();
+  reapStale(TMP_PREFIX, OWNER_FILE, (dir) => killInstanceSync(dir, [readPid(join(dir, 'sshd.pid'))]));
   checkLoginAccount(LOGIN_USER);
   ensurePrivsepDir();
 
