@@ -40,15 +40,26 @@ export function openSqlite(file: string, options?: BetterSqlite3.Options): Bette
  * Any failure is a temporary one (exit 75: the MTA keeps the message).
  */
 export function openStateFile(path: string, what: string, prepare: (db: BetterSqlite3.Database) => void): BetterSqlite3.Database {
-  try {
-    fs.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    const db = openSqlite(path, { timeout: 10_000 });
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    prepare(db);
-    return db;
-  } catch (err) {
-    throw new UserError(`${what} ${path} is not usable: ${(err as Error).message}`, EXIT.TEMPFAIL);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let db: BetterSqlite3.Database | undefined;
+    try {
+      fs.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      db = openSqlite(path, { timeout: 10_000 });
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      prepare(db);
+      return db;
+    } catch (err) {
+      db?.close();
+      // Two processes opening a new file at once: switching it to WAL can fail with SQLITE_BUSY at
+      // once, without the busy timeout; the other one finishes within moments.
+      if ((err as { code?: string }).code === 'SQLITE_BUSY' && Date.now() < deadline) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+        continue;
+      }
+      throw new UserError(`${what} ${path} is not usable: ${(err as Error).message}`, EXIT.TEMPFAIL);
+    }
   }
 }
 

@@ -77,12 +77,15 @@ export function startScheduler(opts: {
   }
 
   async function check(): Promise<void> {
-    const current = now();
     const section = config.services.jobs;
     if (!section) return;
     store ??= await openJobsStore(config);
     const since = lastCheck;
-    for (const schedule of await store.listSchedules()) {
+    const schedules = await store.listSchedules();
+    // Read after the list: a schedule stored meanwhile has a setAt up to this moment, never after
+    // it (on this host's clock), so the bound below holds for it.
+    const current = now();
+    for (const schedule of schedules) {
       if (stopped) return; // a check that outlived stop(): start nothing more
       if (!ownValue(section.jobs, schedule.job)) {
         warnOnce(`gone:${schedule.job}`, `schedule of job ${schedule.job} ignored: the job is not in the config`, { job: schedule.job });
