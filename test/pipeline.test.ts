@@ -65,6 +65,12 @@ test('mail from MAILER-DAEMON or a null envelope sender gets no reply', async ()
   assert.is((await processMessage(mail('help'), testDeps(config, { envelopeSender: '' }))).kind, 'silent');
 });
 
+test('a request whose Subject merely mentions the office is answered; an out-of-office Subject is not', async () => {
+  assert.is((await processMessage(mail('status', { Subject: 'Out of office check' }), testDeps(config))).kind, 'reply');
+  const ooo = await processMessage(mail('status', { Subject: 'Out of Office: back on Monday' }), testDeps(config));
+  assert.equal(ooo, { kind: 'silent', reason: 'Subject: Out of Office: back on Monday (an automatic reply)' });
+});
+
 test('one valid and one invalid line: one error reply naming the bad line, nothing runs', async () => {
   const ran: string[] = [];
   const deps = testDeps(config, { services: recordingServices(ran) });
