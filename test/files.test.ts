@@ -268,5 +268,22 @@ test('a change that uses attachments is not offered a confirmation by reply (the
   assert.is(rm.subject, 'Re: test — confirmation needed');
 });
 
+test('an attachment that cannot be stored (the spool is not writable) refuses the command that needs it, clearly', async () => {
+  const stateDir = join(dir, 'broken-state');
+  mkdirSync(stateDir);
+  writeFileSync(join(stateDir, 'spool'), 'a file where the spool folder should be');
+  const broken = demoConfig(dir, (raw) => {
+    raw.state = { path: join(stateDir, 'state.db') };
+    raw.services.files = { shares: { drop: { path: share } } };
+    raw.security = { evidence: { 'files:*': 'allowlist' } };
+  });
+  const deps = testDeps(broken);
+  const reply = await readReply(await processMessage(request('files put share=drop path=nospool.bin', [{ name: 'data.bin', content: binary }]), deps));
+  assert.equal(deps.errors, []);
+  assert.is(reply.subject, 'Re: test — not processed (1 problem)');
+  assert.match(reply.text ?? '', /the attachment "data\.bin" could not be stored for this request \((EEXIST|ENOTDIR)\)/);
+  assert.not.ok(existsSync(join(share, 'nospool.bin')));
+});
+
 test.after(cleanup);
 test.run();

@@ -83,13 +83,25 @@ class AttachmentWriter {
 
   constructor(readonly attachment: RequestAttachment, decoder: Transform, spool: Spool | undefined, cap: number) {
     if (spool) {
-      attachment.path = spool.nextFile();
-      this.fd = openSync(attachment.path, 'wx', 0o600);
+      try {
+        attachment.path = spool.nextFile();
+        this.fd = openSync(attachment.path, 'wx', 0o600);
+      } catch (err) {
+        this.fail(err);
+      }
     }
     decoder.on('data', (chunk: Buffer) => {
       attachment.size += chunk.length;
-      if (attachment.size > cap && !attachment.tooLarge) this.drop();
-      if (this.fd !== undefined) writeSync(this.fd, chunk);
+      if (attachment.size > cap && !attachment.tooLarge) {
+        attachment.tooLarge = true;
+        this.drop();
+      }
+      if (this.fd === undefined) return;
+      try {
+        writeSync(this.fd, chunk);
+      } catch (err) {
+        this.fail(err);
+      }
     });
     this.done = new Promise((resolve, reject) => {
       decoder.on('end', () => {
@@ -101,8 +113,13 @@ class AttachmentWriter {
     });
   }
 
+  /** A disk that is full or not writable: the request goes on, a command that needs the file is refused. */
+  private fail(err: unknown): void {
+    this.attachment.storeError = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    this.drop();
+  }
+
   private drop(): void {
-    this.attachment.tooLarge = true;
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
     if (this.attachment.path) rmSync(this.attachment.path, { force: true });

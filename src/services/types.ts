@@ -26,6 +26,8 @@ export interface RequestAttachment {
   size: number;
   /** Larger than limits.maxAttachmentBytes: its content was not kept. */
   tooLarge: boolean;
+  /** Why its content could not be kept in the spool (a full or unwritable disk). */
+  storeError?: string;
   /** The content, in a temporary file removed when the request is done; absent when not kept. */
   path?: string;
 }

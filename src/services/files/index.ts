@@ -79,6 +79,7 @@ function pickAttachment(attachments: RequestAttachment[], name: string | undefin
   if (matching.length === 0) return `the message has no attachment named "${name}" (attachments: ${names})`;
   if (matching.length > 1) return `the message has ${matching.length} attachments named "${name}": send one`;
   const [found] = matching;
+  if (found.storeError) return `the attachment "${found.filename}" could not be stored for this request (${found.storeError})`;
   if (found.tooLarge || !found.path) return `the attachment "${found.filename}" is ${found.size} bytes, over the size limit for attachments (limits.maxAttachmentBytes)`;
   return found;
 }

@@ -48,6 +48,7 @@ function attachmentProblems(names: string[], attachments: RequestAttachment[], c
     const matching = attachments.filter((a) => a.filename === name);
     if (matching.length === 0) problems.push(`attach: this mail has no attachment named ${shown(name)} (its attachments: ${list})`);
     else if (matching.length > 1) problems.push(`attach: this mail has ${matching.length} attachments named ${shown(name)}; attach each under its own name`);
+    else if (matching[0].storeError) problems.push(`attach: ${shown(name)} could not be stored for this request (${matching[0].storeError})`);
     else if (matching[0].tooLarge || !matching[0].path) {
       problems.push(`attach: ${shown(name)} is ${matching[0].size} bytes, over the limit of ${config.limits.maxAttachmentBytes} bytes per attachment (limits.maxAttachmentBytes)`);
     }
