@@ -20,6 +20,17 @@ export function commandSource(line: Pick<BodyLine, 'text' | 'heredoc'>): string 
   return line.heredoc ? `${line.text}\n${line.heredoc.value}${line.heredoc.value === '' ? '' : '\n'}${line.heredoc.word}` : line.text;
 }
 
+/**
+ * Whether two readings of one message ask for the same thing: the same command lines, or the
+ * same words in the same order where only the line breaks differ (a plain part wrapped at 76
+ * characters). Whitespace runs count as one space.
+ */
+export function sameRequest(a: BodyLine[], b: BodyLine[]): boolean {
+  const words = (lines: BodyLine[]) => lines.map((l) => l.text.replace(/\s+/g, ' '));
+  const [x, y] = [words(a), words(b)];
+  return x.join('\n') === y.join('\n') || x.join(' ') === y.join(' ');
+}
+
 /** A here-document holds text, not a file: files come as attachments. */
 export const MAX_HEREDOC_CHARS = 100_000;
 

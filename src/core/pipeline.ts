@@ -12,13 +12,14 @@ import { journalKey, parseMail, type IncomingMail } from '../mail/parse';
 import { composeReply } from '../mail/reply';
 import { Spool } from '../mail/spool';
 import { renderHelp } from '../render/help';
+import { MAX_LISTED_PROBLEMS, problemList } from '../render/problems';
 import { renderTranscript, type Attachment, type Step } from '../render/transcript';
 import { services as builtinServices } from '../services/registry';
 import type { ActionContext } from '../services/types';
 import type { AuditRecord, AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { CommandError } from './errors';
-import { commandLines, commandSource, requestLines, type BodyLine } from './lines';
+import { commandLines, commandSource, requestLines, sameRequest, type BodyLine } from './lines';
 import type { Outcome } from './outcome';
 import { configuredServices, readRequest, type Command, type Registry } from './request';
 import { statusText, type AgentStatus } from './status';
@@ -55,19 +56,7 @@ function headerBlock(raw: Buffer): Buffer {
   return Buffer.concat([cut === undefined ? raw.subarray(0, 64 * 1024) : raw.subarray(0, cut), Buffer.from('\r\n\r\n')]);
 }
 
-/** Problems listed in a reply; the rest are counted. One hostile mail must not make a huge reply. */
-const MAX_LISTED_PROBLEMS = 20;
-
-function problemList(problems: string[]): string {
-  const listed = problems.slice(0, MAX_LISTED_PROBLEMS).map((p) => `- ${p}`);
-  const more = problems.length - listed.length;
-  return [...listed, ...(more > 0 ? [`- … and ${more} more problem${more === 1 ? '' : 's'}`] : [])].join('\n');
-}
-
 const QUOTED_TOKEN = /\bconfirm=[0-9a-f]{32}\b/i;
-
-/** The request as a reader sees it: its command lines, whitespace runs as one space. */
-const requestWords = (lines: BodyLine[]) => lines.map((l) => l.text.replace(/\s+/g, ' '));
 
 const registry = (deps: PipelineDeps): Registry => deps.services ?? builtinServices;
 
@@ -299,10 +288,7 @@ async function handleMessage(raw: Buffer, deps: PipelineDeps, spool: Spool): Pro
   }
   // What the sender saw (the HTML) must be what is read (the plain part): hidden commands are refused.
   if (mail.htmlAlternative !== undefined && !pgp.ok) {
-    const fromHtml = requestWords(requestLines(mail.htmlAlternative, mail.subject, readingLimits));
-    const fromPlain = requestWords(allLines);
-    // Only line breaks may differ (a plain part wrapped at 76 characters): same words, same order.
-    if (fromHtml.join('\n') !== fromPlain.join('\n') && fromHtml.join(' ') !== fromPlain.join(' ')) {
+    if (!sameRequest(allLines, requestLines(mail.htmlAlternative, mail.subject, readingLimits))) {
       return reject('not processed (plain and HTML versions differ)', 'the plain-text and HTML parts differ',
         'Nothing was run: the plain-text and HTML versions of your message differ, so it is not clear which commands you meant.\n' +
         'Send the commands as plain text only, or make sure both versions say the same.\n');

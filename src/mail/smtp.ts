@@ -1,5 +1,6 @@
 import type { Config, SmtpConfig } from '../config/types';
 import { resolveSecret } from '../config/secrets';
+import { smtpTransportOptions } from '../core/smtp-options';
 import type { ReplyMessage } from './reply';
 
 type Envelope = { from: string; to: string[] };
@@ -13,18 +14,7 @@ export interface SmtpSender {
 }
 
 function transportOptions(config: Config, smtp: SmtpConfig) {
-  const timeout = (smtp.timeoutSeconds ?? 30) * 1000;
-  return {
-    host: smtp.host,
-    port: smtp.port ?? (smtp.secure ? 465 : 25),
-    secure: smtp.secure ?? false,
-    requireTLS: smtp.requireTLS ?? false,
-    tls: { rejectUnauthorized: smtp.rejectUnauthorized ?? true },
-    auth: smtp.user ? { user: smtp.user, pass: smtp.password ? resolveSecret(smtp.password, config.file, 'smtp.password') : undefined } : undefined,
-    connectionTimeout: timeout,
-    greetingTimeout: timeout,
-    socketTimeout: timeout,
-  };
+  return smtpTransportOptions(smtp, smtp.user && smtp.password ? resolveSecret(smtp.password, config.file, 'smtp.password') : undefined);
 }
 
 /**

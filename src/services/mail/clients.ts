@@ -3,11 +3,12 @@ import type { Transporter } from 'nodemailer';
 import { resolveSecret } from '../../config/secrets';
 import type { Config, MailAccount, SecretRef } from '../../config/types';
 import { CommandError, UserError } from '../../core/errors';
+import { smtpTransportOptions } from '../../core/smtp-options';
 
 /**
  * The mail service's own IMAP (imapflow) and SMTP (nodemailer) clients, one connection per
- * command. services/ never imports mail/: this mirrors the agent's own settings (TLS, timeouts,
- * secret passwords) for the accounts of `services.mail`. Both libraries are loaded on first use,
+ * command. services/ never imports mail/: SMTP options come from core/smtp-options, shared with the
+ * agent's own sender; IMAP settings mirror the agent's (TLS, timeouts). Both libraries are loaded on first use,
  * never at start-up.
  */
 
@@ -19,7 +20,6 @@ export interface NamedAccount {
 const IMAP_CONNECT_MS = 15_000;
 const IMAP_GREETING_MS = 10_000;
 const IMAP_SOCKET_MS = 60_000;
-const SMTP_DEFAULT_TIMEOUT_SECONDS = 30;
 /** Bigger IMAP literals than this end the connection: `mail get` never needs more than its size cap. */
 const LITERAL_MARGIN = 1024 * 1024;
 
@@ -188,19 +188,6 @@ export function smtpTransport(config: Config, named: NamedAccount): { transport:
   const smtp = account.smtp;
   const password = smtp.user ? secret(config, smtp.password, `services.mail.accounts.${name}.smtp.password`) : undefined;
   const nodemailer = require('nodemailer') as typeof import('nodemailer');
-  const timeout = (smtp.timeoutSeconds ?? SMTP_DEFAULT_TIMEOUT_SECONDS) * 1000;
-  const transport = nodemailer.createTransport({
-    host: smtp.host,
-    port: smtp.port ?? (smtp.secure ? 465 : 25),
-    secure: smtp.secure ?? false,
-    requireTLS: smtp.requireTLS ?? false,
-    tls: { rejectUnauthorized: smtp.rejectUnauthorized ?? true },
-    auth: smtp.user ? { user: smtp.user, pass: password } : undefined,
-    connectionTimeout: timeout,
-    greetingTimeout: timeout,
-    socketTimeout: timeout,
-    logger: false,
-    debug: false,
-  });
+  const transport = nodemailer.createTransport({ ...smtpTransportOptions(smtp, password), logger: false, debug: false });
   return { transport, password };
 }
