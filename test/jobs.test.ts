@@ -6,10 +6,10 @@ import * as assert from 'uvu/assert';
 import type { Config } from '../src/config/types';
 import { ConfigError, validateConfig } from '../src/config/load';
 import { processMessage } from '../src/core/pipeline';
-import { closeJobsStores } from '../src/services/jobs';
+import { closeServiceStores } from '../src/services/jobs';
 import { buildArgv, drainJobs, executeProcess, startJob } from '../src/services/jobs/runner';
-import { bindJobsStore, jobsStoreFor } from '../src/services/jobs/stores';
-import { MemoryJobsStore, SqliteJobsStore } from '../src/state/jobs-store';
+import { bindServiceStore, serviceStoreFor } from '../src/services/stores';
+import { MemoryServiceStore, SqliteServiceStore } from '../src/state/service-store';
 import { MemoryStore } from '../src/state/store';
 import { demoConfig, exampleConfigObject, mail, tempDir, testDeps } from './support/env';
 import { readReply } from './support/reply';
@@ -129,7 +129,7 @@ test('mail arguments arrive as literal argv elements: no shell sees ;, $( ), bac
 });
 
 test('newlines and other control characters in a value reach the job unchanged', async () => {
-  const store = new MemoryJobsStore();
+  const store = new MemoryServiceStore();
   const text = 'line one\nline two\r\n\ttabbed; $(id)';
   const started = await startJob({ config, store, name: 'echo-args', given: { text }, values: { text, opt: null }, who: 'test', now: () => new Date() });
   const result = await started.done;
@@ -188,7 +188,7 @@ test('output over the cap is cut in the middle with a note; the log keeps head a
   assert.is(reply.subject, 'Re: test — processed (1 ok, 0 failed)', reply.text);
   assert.match(reply.text!, 'output over 4096 bytes per stream was cut in the middle');
   const id = runIdIn(reply.text!, 'chatty');
-  const run = await (await jobsStoreFor(config)).getRun(id);
+  const run = await (await serviceStoreFor(config)).getRun(id);
   const stdout = run!.stdout.toString();
   assert.ok(stdout.length < 4096 + 200, `kept ${stdout.length} bytes`);
   assert.match(stdout, /^x{2048}\n\[\.\.\. output truncated: \d+ of 300005 bytes omitted \(cap 4096 bytes\) \.\.\.\]\n/);
@@ -202,7 +202,7 @@ test('a non-zero exit is a failed command with its exit code and the end of stde
 });
 
 test('an unknown job or a bad argument is refused before anything runs', async () => {
-  const store = await jobsStoreFor(config);
+  const store = await serviceStoreFor(config);
   const before = (await store.listRuns({ limit: 1000 })).length;
   const reply = await send('jobs run echo-args text=fine\njobs run nosuch\njobs run echo-args\njobs run echo-args text=-rf\njobs run echo-args text=a opt=UPPER\njobs run echo-args text=a bogus=1');
   assert.match(reply.subject!, 'not processed (5 problems)');
@@ -221,7 +221,7 @@ test('a role limited to jobs:run name=report-* runs report jobs and nothing else
   const denied = await sendAs('rep@example.com', 'jobs run echo-args text=x');
   assert.match(denied.text!, 'not allowed: your roles do not grant jobs:run with these arguments');
   // The log of another job is out of reach too, also through run=<id>.
-  const otherRun = (await (await jobsStoreFor(config)).listRuns({ job: 'echo-args', limit: 1 }))[0].id;
+  const otherRun = (await (await serviceStoreFor(config)).listRuns({ job: 'echo-args', limit: 1 }))[0].id;
   const peek = await sendAs('rep@example.com', `jobs log report-daily run=${otherRun}`);
   assert.match(peek.text!, `ERROR: no run ${otherRun} of job report-daily in the log`);
   const noName = await sendAs('rep@example.com', `jobs log run=${otherRun}`);
@@ -253,7 +253,7 @@ test('run log: a table of runs, and jobs log run=<id> attaches the full output',
 });
 
 test('a run log over 40 rows comes as a CSV attachment with every run', async () => {
-  const store = await jobsStoreFor(config);
+  const store = await serviceStoreFor(config);
   const base = Date.parse('2026-11-01T00:00:00Z');
   for (let i = 0; i < 45; i++) {
     const id = await store.startRun({ job: 'report-weekly', args: { week: String(i) }, who: 'ops@example.com', startedAt: base + i * 60_000 });
@@ -321,7 +321,7 @@ test('jobs run and schedule changes need strong evidence by default', async () =
 
 test('follow-up: a job outliving replyAfterSeconds gets "started" now and its result in a second, threaded mail', async () => {
   const quick = jobsConfig({ replyAfterSeconds: 0.2 });
-  bindJobsStore(quick, new MemoryJobsStore());
+  bindServiceStore(quick, new MemoryServiceStore());
   const store = new MemoryStore();
   const request = mail('jobs run slow', { 'Message-ID': '<long-job-1@example.com>', Subject: 'nightly' });
   const deps = testDeps(quick, { store, followUps: true });
@@ -357,7 +357,7 @@ test('follow-up: a job outliving replyAfterSeconds gets "started" now and its re
 
 test('follow-up of a failing job is marked failed', async () => {
   const quick = jobsConfig({ replyAfterSeconds: 0 });
-  bindJobsStore(quick, new MemoryJobsStore());
+  bindServiceStore(quick, new MemoryServiceStore());
   const store = new MemoryStore();
   const outcome = await processMessage(mail('jobs run fails', { Subject: 'try' }), testDeps(quick, { store, followUps: true }));
   if (outcome.kind === 'reply') await store.markReplied(outcome.key);
@@ -398,8 +398,8 @@ test('config problems in jobs are reported together', () => {
 
 test('the SQLite run log prunes old runs and shares the state file', async () => {
   const path = join(dir, 'prune.db');
-  const a = new SqliteJobsStore(path);
-  const b = new SqliteJobsStore(path);
+  const a = new SqliteServiceStore(path);
+  const b = new SqliteServiceStore(path);
   try {
     for (let i = 0; i < 5; i++) {
       const id = await a.startRun({ job: 'j', args: {}, who: 'x', startedAt: i });
@@ -416,7 +416,7 @@ test('the SQLite run log prunes old runs and shares the state file', async () =>
 
 test.after(async () => {
   await drainJobs(15_000);
-  await closeJobsStores();
+  await closeServiceStores();
   delete process.env.JOBS_TEST_SECRET;
   delete process.env.JOBS_TEST_AGENT_ONLY;
   cleanup();

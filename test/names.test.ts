@@ -4,11 +4,11 @@ import { processMessage } from '../src/core/pipeline';
 import type { Registry } from '../src/core/request';
 import { convertArgs } from '../src/services/args';
 import { closeDatabases } from '../src/services/db';
-import { closeJobsStores } from '../src/services/jobs';
-import { bindJobsStore } from '../src/services/jobs/stores';
+import { closeServiceStores } from '../src/services/jobs';
+import { bindServiceStore } from '../src/services/stores';
 import { services } from '../src/services/registry';
 import type { Action, Service } from '../src/services/types';
-import { MemoryJobsStore } from '../src/state/jobs-store';
+import { MemoryServiceStore } from '../src/state/service-store';
 import { demoConfig, mail, tempDir, testDeps } from './support/env';
 import { readReply } from './support/reply';
 
@@ -188,8 +188,8 @@ test('prepare: a hostile argument name is an unknown argument, even one the toke
 for (const c of generated) {
   test(`${c.command}: refused or failed, naming "${c.word}"; nothing runs`, async () => {
     const ran: string[] = [];
-    const jobsStore = new MemoryJobsStore();
-    bindJobsStore(config, jobsStore);
+    const jobsStore = new MemoryServiceStore();
+    bindServiceStore(config, jobsStore);
     const deps = testDeps(config, { services: recording(ran) });
     let outcome;
     try {
@@ -228,7 +228,7 @@ for (const c of generated) {
 
 test.after(async () => {
   await closeDatabases();
-  await closeJobsStores();
+  await closeServiceStores();
   cleanup();
 });
 

@@ -4,9 +4,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Config } from '../src/config/types';
 import { processMessage } from '../src/core/pipeline';
-import { closeJobsStores } from '../src/services/jobs';
-import { startScheduler } from '../src/services/jobs/scheduler';
-import { openJobsStore, type JobsStore, type RunSummary } from '../src/state/jobs-store';
+import { closeServiceStores } from '../src/services/jobs';
+import { startScheduler } from '../src/services/scheduler';
+import type { Notice } from '../src/services/types';
+import { openServiceStore, type ServiceStore, type RunSummary } from '../src/state/service-store';
 import { demoConfig, mail, tempDir, testDeps } from './support/env';
 import { readReply } from './support/reply';
 
@@ -64,7 +65,7 @@ async function firesExactlyOnce(config: Config, outFile: string): Promise<void> 
   const reply = await readReply(await processMessage(mail('jobs schedule set tick cron="0 2 * * *"'), testDeps(config)));
   assert.match(reply.text!, 'job tick is scheduled "0 2 * * *"; next run');
 
-  const observer: JobsStore = await openJobsStore(config);
+  const observer: ServiceStore = await openServiceStore(config);
   const running = agents(config, now);
   try {
     await pause(100); // several checks before the firing is due
@@ -103,7 +104,7 @@ test('SQLite: a schedule set by mail fires exactly once per firing with two agen
 
 test('a schedule of a job removed from the config is skipped with one warning; the loop keeps going', async () => {
   const config = schedConfig('removed');
-  const store = await openJobsStore(config);
+  const store = await openServiceStore(config);
   await store.setSchedule({ job: 'gone', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
   await store.setSchedule({ job: 'tick', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
   let clock = new Date('2026-11-30T10:00:30Z');
@@ -123,7 +124,7 @@ test('a schedule of a job removed from the config is skipped with one warning; t
 
 test('a schedule set just after a firing time first fires at the next one, as its reply said', async () => {
   const config = schedConfig('late-set');
-  const store = await openJobsStore(config);
+  const store = await openServiceStore(config);
   // The scheduler last looked at 01:59:59.9; the schedule is set at 02:00:00.5, after 02:00 passed.
   let clock = new Date('2026-11-30T01:59:59.900Z');
   const scheduler = startScheduler({ config, owner: 'solo', now: () => clock, log: () => undefined, intervalMs: 20 });
@@ -142,9 +143,41 @@ test('a schedule set just after a firing time first fires at the next one, as it
   }
 });
 
+test('a scheduled run mails its result: to whoever set the schedule while on the allow list, else to the job\'s notify address', async () => {
+  const config = schedConfig('notify', (raw) => {
+    raw.services.jobs.jobs.fails = { command: ['/bin/sh', '-c', 'echo broken >&2; exit 3'], notify: 'oncall@example.com' };
+  });
+  const store = await openServiceStore(config);
+  await store.setSchedule({ job: 'slow', cron: '* * * * *', setBy: 'OPS@example.com', setAt: 0 });
+  await store.setSchedule({ job: 'fails', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
+  await store.setSchedule({ job: 'tick', cron: '* * * * *', setBy: 'former@example.com', setAt: 0 });
+  const notices: { key: string; notice: Notice }[] = [];
+  let clock = new Date('2026-11-30T10:00:59Z');
+  const scheduler = startScheduler({ config, owner: 'solo', now: () => clock, log: () => undefined, intervalMs: 20, notify: async (key, notice) => void notices.push({ key, notice }) });
+  try {
+    clock = new Date('2026-11-30T10:01:00.100Z');
+    await until(async () => notices.length >= 2 && finished(await store.listRuns({ limit: 10 })).length >= 3);
+  } finally {
+    await scheduler.stop();
+  }
+  const runs = await store.listRuns({ limit: 10 });
+  await store.close();
+  const byJob = (job: string) => runs.find((r) => r.job === job)!;
+  const sorted = notices.sort((a, b) => a.notice.to.localeCompare(b.notice.to));
+  assert.equal(sorted.map((n) => [n.key, n.notice.to, n.notice.subject]), [
+    [`job:fails#${byJob('fails').id}`, 'oncall@example.com', `job fails run ${byJob('fails').id} failed`],
+    [`job:slow#${byJob('slow').id}`, 'ops@example.com', `job slow run ${byJob('slow').id} finished`],
+  ], 'a user no longer on the allow list gets nothing');
+  const failed = sorted[0].notice;
+  assert.is(failed.command, 'jobs run fails (scheduled "* * * * *")');
+  assert.ok(!failed.outcome.ok && failed.outcome.error.includes('exit 3') && failed.outcome.error.includes('broken'), JSON.stringify(failed.outcome));
+  const ok = sorted[1].notice;
+  assert.ok(ok.outcome.ok && ok.outcome.result.kind === 'text' && ok.outcome.result.text.includes('stdout:\ndone'), JSON.stringify(ok.outcome));
+});
+
 test('stop() waits for a job the scheduler started', async () => {
   const config = schedConfig('stop');
-  const store = await openJobsStore(config);
+  const store = await openServiceStore(config);
   await store.setSchedule({ job: 'slow', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
   let clock = new Date('2026-11-30T10:00:59Z');
   const scheduler = startScheduler({ config, owner: 'solo', now: () => clock, log: () => undefined, intervalMs: 20 });
@@ -167,7 +200,7 @@ test('stop(deadline) gives up on a long job at the deadline; reload() keeps the 
   const config = schedConfig('bounded');
   const hold = join(dir, 'bounded.hold');
   writeFileSync(hold, '');
-  const store = await openJobsStore(config);
+  const store = await openServiceStore(config);
   await store.setSchedule({ job: 'held', cron: '* * * * *', setBy: 'ops@example.com', setAt: 0 });
   let clock = new Date('2026-11-30T10:00:59Z');
   const logs: string[] = [];
@@ -183,7 +216,7 @@ test('stop(deadline) gives up on a long job at the deadline; reload() keeps the 
     assert.is((await store.listRuns({ limit: 5 })).length, 1);
 
     await scheduler.stop(Date.now() + 300);
-    assert.ok(logs.some((l) => l.startsWith('warn scheduled jobs still running at shutdown: held')), logs.join('\n'));
+    assert.ok(logs.some((l) => l.startsWith('warn scheduled work still running at shutdown: job held')), logs.join('\n'));
     const [run] = await store.listRuns({ limit: 1 });
     assert.is(run.status, 'running', 'stop() returned while the job still ran');
   } finally {
@@ -229,8 +262,8 @@ test('PostgreSQL: two agents sharing the state server fire each firing once; the
   const config = schedConfig('pg', (raw) => (raw.state.postgres = { url: PG_URL, schema: PG_SCHEMA }));
   await firesExactlyOnce(config, join(dir, 'pg.out'));
 
-  const a = await openJobsStore(config);
-  const b = await openJobsStore(config);
+  const a = await openServiceStore(config);
+  const b = await openServiceStore(config);
   try {
     // Many agents racing for one firing: one wins.
     const claims = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).claimFiring('race', 1234, `agent-${i}`)));
@@ -251,7 +284,7 @@ test('PostgreSQL: two agents sharing the state server fire each firing once; the
 });
 
 test.after(async () => {
-  await closeJobsStores();
+  await closeServiceStores();
   await dropSchema();
   cleanup();
   assert.not.ok(existsSync(dir));

@@ -9,7 +9,7 @@ import { fileAudit } from '../state/audit';
 import { openStateStore } from '../state/open';
 import { MemoryStore, type StateStore } from '../state/store';
 import { closeDatabases } from '../services/db';
-import { closeJobsStores } from '../services/jobs/stores';
+import { closeServiceStores } from '../services/stores';
 
 async function readStdin(): Promise<Buffer> {
   if (process.stdin.isTTY) throw new UserError('run reads one message from stdin', EXIT.USAGE, 'mailagent run < message.eml');
@@ -74,7 +74,7 @@ export async function handler(argv: { config?: string; print?: boolean; sender?:
   } finally {
     // Pools and files opened by the commands.
     await closeDatabases();
-    await closeJobsStores();
+    await closeServiceStores();
     await store.close();
   }
 }

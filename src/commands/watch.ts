@@ -5,8 +5,8 @@ import type { Config } from '../config/types';
 import { EXIT, UserError } from '../core/errors';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../core/log';
 import { closeDatabases } from '../services/db';
-import type { Scheduler } from '../services/jobs/scheduler';
-import { closeJobsStores } from '../services/jobs/stores';
+import type { Scheduler } from '../services/scheduler';
+import { closeServiceStores } from '../services/stores';
 import { openStateStore } from '../state/open';
 import { MemoryStore, type StateStore } from '../state/store';
 import { sweepSpool } from '../mail/spool';
@@ -50,14 +50,21 @@ export async function handler(argv: WatchArgs): Promise<number> {
   const identity = dryRun ? undefined : new AgentIdentity(join(dirname(config.state.path), 'agents'));
   const agent = new Agent({ config, store, log, identity, once, dryRun, drainMs: once ? 30_000 : 10_000 });
 
-  // Scheduled jobs run in the long-lived agent only; several agents share them through the store.
+  // Scheduled work (jobs, backups, alert rules, device polls) runs in the long-lived agent only;
+  // several agents share it through the store.
   let scheduler: Scheduler | undefined;
-  const startJobs = (cfg: Config) => {
-    if (once || dryRun || !cfg.services.jobs) return undefined;
-    const { startScheduler } = require('../services/jobs/scheduler') as typeof import('../services/jobs/scheduler');
-    return startScheduler({ config: cfg, owner: identity!.owner, log: (level, message, fields) => log[level](message, fields) });
+  const startTimedWork = (cfg: Config) => {
+    if (once || dryRun) return undefined;
+    const { startScheduler, hasTimedWork } = require('../services/scheduler') as typeof import('../services/scheduler');
+    if (!hasTimedWork(cfg)) return undefined;
+    return startScheduler({
+      config: cfg,
+      owner: identity!.owner,
+      log: (level, message, fields) => log[level](message, fields),
+      notify: (key, notice) => agent.queueNotice(key, notice),
+    });
   };
-  scheduler = startJobs(config);
+  scheduler = startTimedWork(config);
 
   let signals = 0;
   let stopping = false;
@@ -82,7 +89,7 @@ export async function handler(argv: WatchArgs): Promise<number> {
       if (stopping) return;
       agent.reload(fresh);
       if (scheduler) scheduler.reload(fresh);
-      else scheduler = startJobs(fresh);
+      else scheduler = startTimedWork(fresh);
     } catch (err) {
       log.error('config not reloaded; the previous one stays in force', { error: (err as Error).message });
     }
@@ -106,7 +113,7 @@ export async function handler(argv: WatchArgs): Promise<number> {
     // The agent's shutdown already gave running jobs the drain time.
     await scheduler?.stop(Date.now() + SCHEDULER_STOP_MS);
     await closeDatabases();
-    await closeJobsStores();
+    await closeServiceStores();
     await store.close();
     identity?.retire();
     log.info('stopped', { handled: agent.status().messagesHandled });

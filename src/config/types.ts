@@ -73,6 +73,8 @@ export interface JobConfig {
   /** Captured bytes per stream; beyond it the middle is cut (default: the service's maxOutputBytes). */
   maxOutputBytes?: number;
   params?: Record<string, QueryParam>;
+  /** Where results of scheduled runs are mailed (default: whoever set the schedule). */
+  notify?: string;
 }
 
 export interface JobsServiceConfig {

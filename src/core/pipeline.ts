@@ -19,6 +19,7 @@ import type { ActionContext } from '../services/types';
 import type { AuditRecord, AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { CommandError } from './errors';
+import { queueOwnMail } from './notices';
 import { commandLines, commandSource, requestLines, sameRequest, type BodyLine } from './lines';
 import type { Outcome } from './outcome';
 import { configuredServices, readRequest, type Command, type Registry } from './request';
@@ -89,14 +90,11 @@ function followUpFor(command: Command, deps: PipelineDeps, origin: Origin | unde
       const now = deps.now();
       const status = `${title} ${outcome.ok ? 'finished' : 'failed'}`;
       const message = await composeReply(deps.config, origin.mail, { to: origin.sender, status, text, attachments }, now);
-      const followKey = `${origin.key}#${title}`;
-      if (!(await deps.store.begin(followKey, { messageId: origin.mail.messageId, sender: origin.sender, bodyHash: 'follow-up', mutates: false }, { attempt: 0 }))) {
+      if (!(await queueOwnMail(deps.store, `${origin.key}#${title}`, message, { messageId: origin.mail.messageId, sender: origin.sender, bodyHash: 'follow-up' }, now))) {
         // Its result mail exists already (queued or sent): a second one would only repeat it.
         deps.logError?.(`could not queue the follow-up mail for "${command.text}"`, new Error(`a mail "${title}" for this request was queued already`));
         return;
       }
-      await deps.store.saveReply(followKey, { messageId: message.messageId, from: message.envelope.from, to: message.envelope.to, raw: message.raw });
-      await deps.store.recordEvent('reply', origin.sender.toLowerCase(), now.getTime());
       deps.audit({
         time: now.toISOString(),
         messageId: origin.mail.messageId,

@@ -70,29 +70,44 @@ export function isOwnMessageId(id: string, agentAddress: string): boolean {
   return id.startsWith(`<${OWN_ID_PREFIX}`) && id.slice(at + 1, -1).toLowerCase() === agentAddress.split('@')[1].toLowerCase();
 }
 
-/**
- * Builds the reply as RFC 5322 bytes: threaded under the request (In-Reply-To, References) and
- * marked as automatic (RFC 3834) so that other agents and auto-responders do not answer it.
- */
-export async function composeReply(config: Config, incoming: IncomingMail, content: ReplyContent, now: Date): Promise<ReplyMessage> {
+/** Headers that mark our mail as automatic (RFC 3834), so that other agents and auto-responders do not answer it. */
+function compose(
+  config: Config,
+  fields: { to: string; subject: string; inReplyTo?: string; references?: string[]; autoSubmitted: 'auto-replied' | 'auto-generated'; text: string; attachments?: Attachment[] },
+  now: Date,
+): Promise<ReplyMessage> {
   const MailComposer = require('nodemailer/lib/mail-composer') as typeof MailComposerClass;
   const domain = config.agent.address.split('@')[1];
   const messageId = `<${OWN_ID_PREFIX}${randomUUID()}@${domain}>`;
-  const inReplyTo = incoming.messageId && incoming.messageId.length <= REPLY_LIMITS.idBytes ? incoming.messageId : undefined;
-  const references = boundedReferences([...incoming.references, ...(incoming.messageId ? [incoming.messageId] : [])]);
   const mail = new MailComposer({
     from: { name: config.agent.name ?? 'mailagent', address: config.agent.address },
-    to: content.to,
-    subject: replySubject(incoming.subject, content.status),
+    to: fields.to,
+    subject: fields.subject,
     messageId,
     date: now,
-    inReplyTo,
-    references,
+    inReplyTo: fields.inReplyTo,
+    references: fields.references,
     // X-Auto-Response-Suppress: Exchange and Outlook send no out-of-office or receipt for it.
-    headers: { 'Auto-Submitted': 'auto-replied', 'X-Loop': config.agent.address, 'X-Auto-Response-Suppress': 'All' },
-    text: boundedText(content.text),
-    attachments: content.attachments?.map((a) => ({ filename: a.filename, contentType: a.contentType, ...('path' in a ? { path: a.path } : { content: a.content }) })),
+    headers: { 'Auto-Submitted': fields.autoSubmitted, 'X-Loop': config.agent.address, 'X-Auto-Response-Suppress': 'All' },
+    text: boundedText(fields.text),
+    attachments: fields.attachments?.map((a) => ({ filename: a.filename, contentType: a.contentType, ...('path' in a ? { path: a.path } : { content: a.content }) })),
   });
-  const raw = await new Promise<Buffer>((resolve, reject) => mail.compile().build((err: Error | null, msg: Buffer) => (err ? reject(err) : resolve(msg))));
-  return { messageId, envelope: { from: config.agent.address, to: [content.to] }, raw };
+  return new Promise<Buffer>((resolve, reject) => mail.compile().build((err: Error | null, msg: Buffer) => (err ? reject(err) : resolve(msg)))).then((raw) => ({
+    messageId,
+    envelope: { from: config.agent.address, to: [fields.to] },
+    raw,
+  }));
+}
+
+/** The reply to a request: threaded under it (In-Reply-To, References), its subject with our status. */
+export function composeReply(config: Config, incoming: IncomingMail, content: ReplyContent, now: Date): Promise<ReplyMessage> {
+  const inReplyTo = incoming.messageId && incoming.messageId.length <= REPLY_LIMITS.idBytes ? incoming.messageId : undefined;
+  const references = boundedReferences([...incoming.references, ...(incoming.messageId ? [incoming.messageId] : [])]);
+  return compose(config, { to: content.to, subject: replySubject(incoming.subject, content.status), inReplyTo, references, autoSubmitted: 'auto-replied', text: content.text, attachments: content.attachments }, now);
+}
+
+/** A mail the agent sends on its own (a scheduled result, an alert): "mailagent: <subject>". */
+export function composeNotice(config: Config, content: { to: string; subject: string; text: string; attachments?: Attachment[] }, now: Date): Promise<ReplyMessage> {
+  const subject = `${config.agent.name ?? 'mailagent'}: ${cutChars(content.subject, REPLY_LIMITS.subjectChars)}`;
+  return compose(config, { ...content, subject, autoSubmitted: 'auto-generated' }, now);
 }

@@ -1,5 +1,6 @@
 import type { Config, QueryParam } from '../config/types';
 import type { Problem } from '../config/schema-check';
+import type { ServiceStore } from '../state/service-store';
 
 /** What an action returns; render/ turns it into reply text and attachments. */
 export type Result =
@@ -84,6 +85,57 @@ export interface ProbeResult {
   detail: string;
 }
 
+type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type SchedulerLog = (level: LogLevel, message: string, fields?: Record<string, unknown>) => void;
+
+/** A mail the agent sends on its own (a scheduled result, an alert), not a reply to a request. */
+export interface Notice {
+  to: string;
+  /** e.g. "backup etc finished", "alert uplink-down: firing". */
+  subject: string;
+  /** Shown as the command line in the transcript ("backup run target=etc (scheduled)"). */
+  command: string;
+  outcome: { ok: true; result: Result } | { ok: false; error: string };
+}
+
+/** What a firing may use; `notify` is absent where no mail can be sent (then results only go to the log). */
+export interface TimedContext {
+  config: Config;
+  store: ServiceStore;
+  now: () => Date;
+  log: SchedulerLog;
+  /** The moment this firing was due. */
+  scheduledAt: Date;
+  /** Queues a notice in the outbox; `key` makes it exactly once (a firing's key and time). */
+  notify?: (key: string, notice: Notice) => Promise<void>;
+}
+
+/**
+ * Work a service does on its own time under `watch` (a scheduled job or backup, an alert rule, a
+ * device poll), all fired by the one scheduler (services/scheduler.ts) with the same claims, so
+ * that of several agents exactly one fires each due moment.
+ */
+export interface TimedTask {
+  /** Unique across services, the claim key of its firings: a job's name, or scheduleKey(service, name). */
+  key: string;
+  /** How logs name it ("job nightly", "backup etc", "alert uplink"). */
+  title: string;
+  /** A cron expression (in `timezone`), or a period in ms aligned to the epoch. */
+  when: { cron: string; timezone?: string } | { everyMs: number };
+  /** When it was set: no firing before this moment is run (the reply to "set" announced the next one). */
+  setAt?: number;
+  /** Firings missed while no agent ran are dropped without a warning (polls, alert checks). */
+  quietMisses?: boolean;
+  /** Does the work; settles when it is done. Never runs twice at once for one key. */
+  fire: (ctx: TimedContext) => Promise<void>;
+}
+
+/** What a service gives the scheduler: its tasks now, and names it ignores with the reason (logged once). */
+export interface TimedList {
+  tasks: TimedTask[];
+  ignored?: { key: string; message: string; fields?: Record<string, unknown> }[];
+}
+
 export interface Service {
   name: string;
   summary: string;
@@ -94,4 +146,6 @@ export interface Service {
   helpDetails?: (config: Config, may: (action: string) => boolean) => string[];
   /** One row per thing the service depends on (a database, a job, a share, an account's IMAP…). */
   probe: (config: Config) => Promise<ProbeResult[]>;
+  /** Work this service does on its own under `watch`; read at every scheduler check. */
+  timed?: (config: Config, store: ServiceStore) => Promise<TimedList>;
 }

@@ -9,8 +9,11 @@ export interface AuditRecord {
   sender?: string;
   /** Evidence the message carried, e.g. ["allowlist", "dkim", "totp"]. */
   evidence?: string[];
-  /** follow-up: the result of work that outlived the first reply (a long job), mailed later. */
-  decision: 'executed' | 'rejected' | 'help' | 'dropped' | 'duplicate' | 'resent' | 'confirm-requested' | 'follow-up';
+  /**
+   * follow-up: the result of work that outlived the first reply (a long job), mailed later;
+   * notice: a mail of the agent's own (a scheduled result, an alert), `sender` is its recipient.
+   */
+  decision: 'executed' | 'rejected' | 'help' | 'dropped' | 'duplicate' | 'resent' | 'confirm-requested' | 'follow-up' | 'notice';
   reason?: string;
   commands?: { command: string; ok: boolean; error?: string; ms: number }[];
 }

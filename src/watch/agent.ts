@@ -1,12 +1,14 @@
 import type { Config } from '../config/types';
 import { EXIT, UserError } from '../core/errors';
 import type { Logger } from '../core/log';
+import { queueNotice } from '../core/notices';
 import type { Outcome } from '../core/outcome';
 import { processMessage, type PipelineDeps } from '../core/pipeline';
 import type { AgentStatus } from '../core/status';
 import { authenticationFailed, ImapSource } from '../mail/imap-source';
 import { Outbox, outboxLeaseMs } from '../mail/outbox';
 import { createSmtpSender, type SmtpSender } from '../mail/smtp';
+import type { Notice } from '../services/types';
 import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { envelopeSenderOf, messageKey } from './headers';
@@ -131,6 +133,13 @@ export class Agent {
       waitingOnOtherAgents: this.leasedElsewhere.size,
       mode: this.dryRun ? 'dry run' : this.once ? 'once' : undefined,
     };
+  }
+
+  /** A mail of the agent's own (a scheduled result, an alert), queued in the outbox and sent at once. */
+  async queueNotice(key: string, notice: Notice): Promise<void> {
+    if (this.dryRun) return;
+    await queueNotice({ config: this.config, store: this.store, audit: this.audit, now: () => new Date() }, key, notice);
+    this.outbox?.kick();
   }
 
   /** SIGTERM/SIGINT: take no new mail, finish what is in hand, then run() returns. */

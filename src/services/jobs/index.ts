@@ -3,14 +3,18 @@ import { delimiter, isAbsolute, join } from 'node:path';
 import { CommandError } from '../../core/errors';
 import type { Config, JobConfig, JobsServiceConfig } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
-import type { RunSummary } from '../../state/jobs-store';
+import type { RunSummary, ServiceStore } from '../../state/service-store';
 import { convertArgs, describeArgs, ownValue } from '../args';
-import type { Action, Prepared, Result, Service } from '../types';
+import { scheduledRecipient } from '../notices';
+import type { Action, Notice, Prepared, Result, Service, TimedList } from '../types';
 import { cronProblem, formatTime, nextFiring } from './cron';
 import { DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_SECONDS, PLACEHOLDER, jobCwd, startJob, track, type ProcessResult } from './runner';
-import { jobsStoreFor } from './stores';
+import { serviceStoreFor } from '../stores';
 
-export { closeJobsStores } from './stores';
+export { closeServiceStores } from '../stores';
+
+/** Job schedules share the store's schedule table with other services, whose keys hold a ":". */
+const isJobSchedule = (key: string): boolean => !key.includes(':');
 
 const DEFAULT_REPLY_AFTER_SECONDS = 30;
 const TAIL_LINES_IN_REPLY = 20;
@@ -103,7 +107,7 @@ const list: Action = {
   mutates: false,
   run: async (_args, ctx) => {
     const cfg = section(ctx.config);
-    const schedules = new Map((await (await jobsStoreFor(ctx.config)).listSchedules()).map((s) => [s.job, s.cron]));
+    const schedules = new Map((await (await serviceStoreFor(ctx.config)).listSchedules()).filter((s) => isJobSchedule(s.job)).map((s) => [s.job, s.cron]));
     const now = ctx.now();
     const rows = Object.entries(cfg.jobs).map(([name, job]) => {
       const cron = schedules.get(name);
@@ -140,7 +144,7 @@ const run: Action = {
     const name = String(args.name);
     const job = jobNamed(ctx.config, name);
     if (!job) throw new CommandError(unknownJob(ctx.config, name));
-    const store = await jobsStoreFor(ctx.config);
+    const store = await serviceStoreFor(ctx.config);
     const started = await startJob({
       config: ctx.config,
       store,
@@ -203,7 +207,7 @@ const log: Action = {
   },
   run: async (args, ctx) => {
     section(ctx.config);
-    const store = await jobsStoreFor(ctx.config);
+    const store = await serviceStoreFor(ctx.config);
     if (args.run !== null) {
       const id = Number(args.run);
       const found = await store.getRun(id);
@@ -269,7 +273,7 @@ const schedule: Action = {
   },
   run: async (args, ctx) => {
     const cfg = section(ctx.config);
-    const store = await jobsStoreFor(ctx.config);
+    const store = await serviceStoreFor(ctx.config);
     const now = ctx.now();
     const name = String(args.name);
     if (args.verb === 'set') {
@@ -282,7 +286,7 @@ const schedule: Action = {
       if (!cleared && !jobNamed(ctx.config, name)) throw new CommandError(`${unknownJob(ctx.config, name)}, and no schedule of that name (nothing changed)`);
       return { kind: 'text', text: cleared ? `the schedule of job ${name} is cleared` : `job ${name} had no schedule (nothing changed)` };
     }
-    const rows = (await store.listSchedules()).map((s) => [
+    const rows = (await store.listSchedules()).filter((s) => isJobSchedule(s.job)).map((s) => [
       s.job,
       s.cron,
       jobNamed(ctx.config, s.job) ? formatTime(nextFiring(s.cron, cfg.timezone, now)) : '(job no longer configured: never runs)',
@@ -352,11 +356,62 @@ function findProgram(program: string, cwd: string): string | undefined {
   });
 }
 
+/** Each stored job schedule, fired by the scheduler of `watch`; the result is mailed to whoever set it (or the job's notify address). */
+async function timed(config: Config, store: ServiceStore): Promise<TimedList> {
+  const cfg = section(config);
+  const list: TimedList = { tasks: [], ignored: [] };
+  for (const schedule of await store.listSchedules()) {
+    const name = schedule.job;
+    if (!isJobSchedule(name)) continue;
+    const job = jobNamed(config, name);
+    if (!job) {
+      list.ignored!.push({ key: `job:${name}`, message: `schedule of job ${name} ignored: the job is not in the config`, fields: { job: name } });
+      continue;
+    }
+    list.tasks.push({
+      key: name,
+      title: `job ${name}`,
+      when: { cron: schedule.cron, ...(cfg.timezone && { timezone: cfg.timezone }) },
+      setAt: schedule.setAt,
+      fire: async ({ config, store, now, log, notify, scheduledAt }) => {
+        const defaults = convertArgs({}, job.params ?? {});
+        if (!defaults.ok) {
+          log('error', `job ${name} cannot run on its schedule: ${defaults.problems.join('; ')}`, { job: name });
+          return;
+        }
+        const started = await startJob({ config, store, name, given: {}, values: defaults.args, who: 'schedule', now });
+        log('info', `job ${name} started by its schedule`, { job: name, runId: started.id, scheduledAt: scheduledAt.toISOString() });
+        let result: Awaited<typeof started.done>;
+        try {
+          result = await started.done;
+        } catch (err) {
+          // Its end could not be recorded (say the store was closed at shutdown while it ran).
+          log('error', `job ${name} run ${started.id}: its end was not recorded: ${(err as Error).message}`, { job: name, runId: started.id });
+          return;
+        }
+        log(result.status === 'ok' ? 'info' : 'warn', `job ${name} run ${result.id} ended: ${result.status}`, { job: name, runId: result.id, exitCode: result.exitCode, signal: result.signal, ms: result.durationMs, ...(result.note && { note: result.note }) });
+        const to = scheduledRecipient(config, job.notify, schedule.setBy);
+        if (!notify || !to) return;
+        const cap = job.maxOutputBytes ?? cfg.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+        let outcome: Notice['outcome'];
+        try {
+          outcome = { ok: true, result: runResult(name, result, cap) };
+        } catch (err) {
+          outcome = { ok: false, error: (err as Error).message };
+        }
+        await notify(`job:${name}#${result.id}`, { to, subject: `job ${name} run ${result.id} ${outcome.ok ? 'finished' : 'failed'}`, command: `jobs run ${name} (scheduled "${schedule.cron}")`, outcome });
+      },
+    });
+  }
+  return list;
+}
+
 export const jobs: Service = {
   name: 'jobs',
   summary: 'run configured batch jobs now or on a schedule; their run log and output',
   actions: { list, run, log, schedule },
   checkConfig,
+  timed,
   helpDetails: (config) => {
     const lines = ['Jobs:'];
     for (const [name, job] of Object.entries(config.services.jobs?.jobs ?? {})) {
@@ -380,7 +435,7 @@ export const jobs: Service = {
       return { target: name, ok: true, detail: `${program} in ${cwd}` };
     });
     try {
-      const schedules = (await (await jobsStoreFor(config)).listSchedules()).length;
+      const schedules = (await (await serviceStoreFor(config)).listSchedules()).filter((s) => isJobSchedule(s.job)).length;
       rows.push({ target: 'run log', ok: true, detail: `${schedules} schedule${schedules === 1 ? '' : 's'}` });
     } catch (err) {
       rows.push({ target: 'run log', ok: false, detail: (err as Error).message });

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { Config, JobConfig, QueryParam } from '../../config/types';
 import { resolveSecret } from '../../config/secrets';
 import { CommandError } from '../../core/errors';
-import type { JobsStore, RunEnd, RunStatus } from '../../state/jobs-store';
+import type { ServiceStore, RunEnd, RunStatus } from '../../state/service-store';
 import { ownValue } from '../args';
 
 export const DEFAULT_TIMEOUT_SECONDS = 300;
@@ -261,7 +261,7 @@ export interface StartedRun {
  */
 export async function startJob(opts: {
   config: Config;
-  store: JobsStore;
+  store: ServiceStore;
   name: string;
   /** The arguments as written in the mail, for the log. */
   given: Record<string, string>;

@@ -1,16 +1,16 @@
-import type { Config } from '../../config/types';
-import { openJobsStore, type JobsStore } from '../../state/jobs-store';
+import type { Config } from '../config/types';
+import { openServiceStore, type ServiceStore } from '../state/service-store';
 
 /**
  * The jobs store used by mail commands, one per config, opened on first use. The scheduler opens
  * its own connection instead (see scheduler.ts), like a second agent would.
  */
-const stores = new Map<Config, Promise<JobsStore>>();
+const stores = new Map<Config, Promise<ServiceStore>>();
 
-export function jobsStoreFor(config: Config): Promise<JobsStore> {
+export function serviceStoreFor(config: Config): Promise<ServiceStore> {
   let store = stores.get(config);
   if (!store) {
-    store = openJobsStore(config);
+    store = openServiceStore(config);
     stores.set(config, store);
     store.catch(() => stores.delete(config)); // a failed open is retried by the next command
   }
@@ -18,12 +18,12 @@ export function jobsStoreFor(config: Config): Promise<JobsStore> {
 }
 
 /** Makes commands under this config use `store` (an in-memory store, or one a caller already opened). */
-export function bindJobsStore(config: Config, store: JobsStore): void {
+export function bindServiceStore(config: Config, store: ServiceStore): void {
   stores.set(config, Promise.resolve(store));
 }
 
-/** Closes every store opened by jobsStoreFor or bound with bindJobsStore. Safe to call more than once. */
-export async function closeJobsStores(): Promise<void> {
+/** Closes every store opened by serviceStoreFor or bound with bindServiceStore. Safe to call more than once. */
+export async function closeServiceStores(): Promise<void> {
   const open = [...stores.values()];
   stores.clear();
   await Promise.all(open.map((p) => p.then((s) => s.close()).catch(() => undefined)));

@@ -4,9 +4,13 @@ import { EXIT, UserError } from '../core/errors';
 import { openStateFile, type openSqlite } from '../sqlite/open';
 
 /**
- * What the jobs service remembers: schedules set by mail, the log of every run with its output,
- * and the claims that make each scheduled firing run once even when several agents watch it.
- * It lives beside the journal (same SQLite file, or the same PostgreSQL schema) in tables of its own.
+ * What the services remember: schedules set by mail, the log of every job run with its output,
+ * the claims that make each scheduled firing run once even when several agents watch it, small
+ * records (alert rules and their state) and time series (device samples). It lives beside the
+ * journal (same SQLite file, or the same PostgreSQL schema) in tables of its own.
+ *
+ * Schedules and firings are keyed by name: a job's name as it is (job names have no ":"), other
+ * services' entries as "<service>:<name>" (see scheduleKey).
  */
 export type RunStatus = 'running' | 'ok' | 'failed' | 'timeout' | 'error';
 
@@ -46,14 +50,32 @@ export interface RunDetail extends RunSummary {
   stderr: Buffer;
 }
 
+/** The key of a schedule or firing that belongs to another service than jobs ("backup:etc"). */
+export const scheduleKey = (service: string, name: string): string => `${service}:${name}`;
+
+/** A small JSON document a service keeps; `version` counts its writes, for compare-and-set. */
+export interface StoredRecord<T = unknown> {
+  key: string;
+  value: T;
+  version: number;
+  updatedAt: number;
+}
+
+/** One point of a time series. */
+export interface Sample<T = unknown> {
+  at: number;
+  value: T;
+}
+
 export interface Schedule {
+  /** The job's name, or a scheduleKey() of another service. */
   job: string;
   cron: string;
   setBy: string;
   setAt: number;
 }
 
-export interface JobsStore {
+export interface ServiceStore {
   listSchedules(): Promise<Schedule[]>;
   setSchedule(schedule: Schedule): Promise<void>;
   /** False when the job had no schedule. */
@@ -66,6 +88,20 @@ export interface JobsStore {
   getRun(id: number): Promise<RunDetail | undefined>;
   /** True for exactly one caller per (job, scheduledAt), across every agent sharing the store. */
   claimFiring(job: string, scheduledAt: number, owner?: string): Promise<boolean>;
+  /** Records of one space (e.g. "nms.alert"), ordered by key. */
+  listRecords<T>(space: string): Promise<StoredRecord<T>[]>;
+  getRecord<T>(space: string, key: string): Promise<StoredRecord<T> | undefined>;
+  /**
+   * Writes a record. With `expected` (0 = must not exist) only when its version is still that
+   * one: false means another writer came first and nothing was written.
+   */
+  putRecord(space: string, key: string, value: unknown, expected?: number): Promise<boolean>;
+  deleteRecord(space: string, key: string): Promise<boolean>;
+  appendSample(space: string, key: string, at: number, value: unknown): Promise<void>;
+  /** Oldest first, from `since` on. */
+  listSamples<T>(space: string, key: string, since: number): Promise<Sample<T>[]>;
+  /** Drops the samples of a space older than `before`; returns how many. */
+  pruneSamples(space: string, before: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -81,10 +117,12 @@ export function outputTail(stdout: Buffer, stderr: Buffer, lines = TAIL_LINES): 
   return all.replace(/\s+$/, '').split('\n').slice(-lines).join('\n');
 }
 
-export class MemoryJobsStore implements JobsStore {
+export class MemoryServiceStore implements ServiceStore {
   private schedules = new Map<string, Schedule>();
   private runs = new Map<number, RunDetail>();
   private firings = new Set<string>();
+  private records = new Map<string, Map<string, StoredRecord>>();
+  private samples = new Map<string, Sample[]>();
   private nextId = 1;
 
   async listSchedules() {
@@ -124,8 +162,52 @@ export class MemoryJobsStore implements JobsStore {
     this.firings.add(key);
     return true;
   }
+  private space(space: string): Map<string, StoredRecord> {
+    let records = this.records.get(space);
+    if (!records) this.records.set(space, (records = new Map()));
+    return records;
+  }
+  async listRecords<T>(space: string) {
+    return [...this.space(space).values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map((r) => structuredClone(r) as StoredRecord<T>);
+  }
+  async getRecord<T>(space: string, key: string) {
+    const found = this.space(space).get(key);
+    return found && (structuredClone(found) as StoredRecord<T>);
+  }
+  async putRecord(space: string, key: string, value: unknown, expected?: number) {
+    const records = this.space(space);
+    const version = records.get(key)?.version ?? 0;
+    if (expected !== undefined && expected !== version) return false;
+    records.set(key, { key, value: structuredClone(value), version: version + 1, updatedAt: Date.now() });
+    return true;
+  }
+  async deleteRecord(space: string, key: string) {
+    return this.space(space).delete(key);
+  }
+  async appendSample(space: string, key: string, at: number, value: unknown) {
+    const id = `${space}\n${key}`;
+    const series = this.samples.get(id) ?? [];
+    series.push({ at, value: structuredClone(value) });
+    series.sort((a, b) => a.at - b.at);
+    this.samples.set(id, series);
+  }
+  async listSamples<T>(space: string, key: string, since: number) {
+    return (this.samples.get(`${space}\n${key}`) ?? []).filter((p) => p.at >= since).map((p) => structuredClone(p) as Sample<T>);
+  }
+  async pruneSamples(space: string, before: number) {
+    let removed = 0;
+    for (const [id, series] of this.samples) {
+      if (!id.startsWith(`${space}\n`)) continue;
+      const kept = series.filter((p) => p.at >= before);
+      removed += series.length - kept.length;
+      this.samples.set(id, kept);
+    }
+    return removed;
+  }
   async close() {}
 }
+
+const recordOf = <T>(row: Row): StoredRecord<T> => ({ key: row.key, value: JSON.parse(row.value), version: Number(row.version), updatedAt: Number(row.updated_at) });
 
 type Row = Record<string, any>;
 
@@ -157,14 +239,17 @@ CREATE TABLE IF NOT EXISTS job_runs (
   exit_code INTEGER, signal TEXT, note TEXT, tail TEXT, stdout BLOB, stderr BLOB
 );
 CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (job, id);
-CREATE TABLE IF NOT EXISTS job_firings (job TEXT NOT NULL, scheduled_at INTEGER NOT NULL, owner TEXT, claimed_at INTEGER NOT NULL, PRIMARY KEY (job, scheduled_at));`;
+CREATE TABLE IF NOT EXISTS job_firings (job TEXT NOT NULL, scheduled_at INTEGER NOT NULL, owner TEXT, claimed_at INTEGER NOT NULL, PRIMARY KEY (job, scheduled_at));
+CREATE TABLE IF NOT EXISTS service_records (space TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, version INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (space, key));
+CREATE TABLE IF NOT EXISTS service_samples (space TEXT NOT NULL, key TEXT NOT NULL, at INTEGER NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS service_samples_by_key ON service_samples (space, key, at);`;
 
 /** In the state store's SQLite file (WAL, so `run` processes and the watch agent share it). */
-export class SqliteJobsStore implements JobsStore {
+export class SqliteServiceStore implements ServiceStore {
   private db: ReturnType<typeof openSqlite>;
 
   constructor(path: string) {
-    this.db = openStateFile(path, 'jobs store in', (db) => db.exec(SQLITE_SCHEMA));
+    this.db = openStateFile(path, 'service store in', (db) => db.exec(SQLITE_SCHEMA));
   }
 
   async listSchedules(): Promise<Schedule[]> {
@@ -220,6 +305,40 @@ export class SqliteJobsStore implements JobsStore {
     });
     return claim.immediate();
   }
+  async listRecords<T>(space: string) {
+    return (this.db.prepare('SELECT * FROM service_records WHERE space = ? ORDER BY key').all(space) as Row[]).map((r) => recordOf<T>(r));
+  }
+  async getRecord<T>(space: string, key: string) {
+    const row = this.db.prepare('SELECT * FROM service_records WHERE space = ? AND key = ?').get(space, key) as Row | undefined;
+    return row ? recordOf<T>(row) : undefined;
+  }
+  async putRecord(space: string, key: string, value: unknown, expected?: number) {
+    const json = JSON.stringify(value);
+    const now = Date.now();
+    if (expected === undefined) {
+      this.db
+        .prepare('INSERT INTO service_records (space, key, value, version, updated_at) VALUES (?, ?, ?, 1, ?) ON CONFLICT (space, key) DO UPDATE SET value = excluded.value, version = version + 1, updated_at = excluded.updated_at')
+        .run(space, key, json, now);
+      return true;
+    }
+    if (expected === 0) {
+      return this.db.prepare('INSERT INTO service_records (space, key, value, version, updated_at) VALUES (?, ?, ?, 1, ?) ON CONFLICT DO NOTHING').run(space, key, json, now).changes === 1;
+    }
+    return this.db.prepare('UPDATE service_records SET value = ?, version = version + 1, updated_at = ? WHERE space = ? AND key = ? AND version = ?').run(json, now, space, key, expected).changes === 1;
+  }
+  async deleteRecord(space: string, key: string) {
+    return this.db.prepare('DELETE FROM service_records WHERE space = ? AND key = ?').run(space, key).changes === 1;
+  }
+  async appendSample(space: string, key: string, at: number, value: unknown) {
+    this.db.prepare('INSERT INTO service_samples (space, key, at, value) VALUES (?, ?, ?, ?)').run(space, key, at, JSON.stringify(value));
+  }
+  async listSamples<T>(space: string, key: string, since: number) {
+    const rows = this.db.prepare('SELECT at, value FROM service_samples WHERE space = ? AND key = ? AND at >= ? ORDER BY at').all(space, key, since) as Row[];
+    return rows.map((r) => ({ at: Number(r.at), value: JSON.parse(r.value) as T }));
+  }
+  async pruneSamples(space: string, before: number) {
+    return this.db.prepare('DELETE FROM service_samples WHERE space = ? AND at < ?').run(space, before).changes;
+  }
   async close() {
     this.db.close();
   }
@@ -228,23 +347,29 @@ export class SqliteJobsStore implements JobsStore {
 const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
 /** On the shared PostgreSQL server of `state.postgres`, so agents on several hosts see one log and claim firings once. */
-export class PgJobsStore implements JobsStore {
+export class PgServiceStore implements ServiceStore {
   private constructor(
     private pool: Pool,
-    private t: { schedules: string; runs: string; firings: string },
+    private t: { schedules: string; runs: string; firings: string; records: string; samples: string },
   ) {}
 
-  static async open(config: Config): Promise<PgJobsStore> {
+  static async open(config: Config): Promise<PgServiceStore> {
     const { stateServer, scrub } = require('./pg-store') as typeof import('./pg-store');
     const { url, schema, where, secrets } = stateServer(config);
     const pg = require('pg') as typeof import('pg');
     const pool = new pg.Pool({ connectionString: url, max: 3, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 10_000, allowExitOnIdle: true, application_name: 'mailagent' });
     pool.on('error', () => undefined); // an idle connection was lost: the next query opens another
     const s = quoteIdent(schema);
-    const store = new PgJobsStore(pool, { schedules: `${s}.job_schedules`, runs: `${s}.job_runs`, firings: `${s}.job_firings` });
+    const store = new PgServiceStore(pool, {
+      schedules: `${s}.job_schedules`,
+      runs: `${s}.job_runs`,
+      firings: `${s}.job_firings`,
+      records: `${s}.service_records`,
+      samples: `${s}.service_samples`,
+    });
     const client = await pool.connect().catch(async (err: Error) => {
       await pool.end().catch(() => undefined);
-      throw new UserError(`jobs store: cannot connect to the PostgreSQL state server ${where}: ${scrub(err.message, secrets)}`, EXIT.TEMPFAIL);
+      throw new UserError(`service store: cannot connect to the PostgreSQL state server ${where}: ${scrub(err.message, secrets)}`, EXIT.TEMPFAIL);
     });
     try {
       // Several agents may start at once: one creates the tables, the others wait for it.
@@ -259,12 +384,15 @@ export class PgJobsStore implements JobsStore {
         exit_code integer, signal text, note text, tail text, stdout bytea, stderr bytea)`);
       await client.query(`CREATE INDEX IF NOT EXISTS job_runs_by_job ON ${store.t.runs} (job, id)`);
       await client.query(`CREATE TABLE IF NOT EXISTS ${store.t.firings} (job text NOT NULL, scheduled_at bigint NOT NULL, owner text, claimed_at bigint NOT NULL, PRIMARY KEY (job, scheduled_at))`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${store.t.records} (space text NOT NULL, key text NOT NULL, value text NOT NULL, version bigint NOT NULL, updated_at bigint NOT NULL, PRIMARY KEY (space, key))`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${store.t.samples} (space text NOT NULL, key text NOT NULL, at bigint NOT NULL, value text NOT NULL)`);
+      await client.query(`CREATE INDEX IF NOT EXISTS service_samples_by_key ON ${store.t.samples} (space, key, at)`);
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       client.release();
       await pool.end().catch(() => undefined);
-      throw new UserError(`jobs store: cannot prepare tables in schema ${schema} on ${where}: ${scrub((err as Error).message, secrets)}`, EXIT.TEMPFAIL);
+      throw new UserError(`service store: cannot prepare tables in schema ${schema} on ${where}: ${scrub((err as Error).message, secrets)}`, EXIT.TEMPFAIL);
     }
     client.release();
     return store;
@@ -324,13 +452,51 @@ export class PgJobsStore implements JobsStore {
     if (won) await this.pool.query(`DELETE FROM ${this.t.firings} WHERE claimed_at < $1`, [now - FIRING_MEMORY_MS]);
     return won;
   }
+  async listRecords<T>(space: string) {
+    const { rows } = await this.pool.query(`SELECT * FROM ${this.t.records} WHERE space = $1 ORDER BY key COLLATE "C"`, [space]);
+    return rows.map((r: Row) => recordOf<T>(r));
+  }
+  async getRecord<T>(space: string, key: string) {
+    const { rows } = await this.pool.query(`SELECT * FROM ${this.t.records} WHERE space = $1 AND key = $2`, [space, key]);
+    return rows.length ? recordOf<T>(rows[0]) : undefined;
+  }
+  async putRecord(space: string, key: string, value: unknown, expected?: number) {
+    const json = JSON.stringify(value);
+    const now = Date.now();
+    if (expected === undefined) {
+      await this.pool.query(
+        `INSERT INTO ${this.t.records} AS r (space, key, value, version, updated_at) VALUES ($1, $2, $3, 1, $4)
+         ON CONFLICT (space, key) DO UPDATE SET value = excluded.value, version = r.version + 1, updated_at = excluded.updated_at`,
+        [space, key, json, now],
+      );
+      return true;
+    }
+    const result =
+      expected === 0
+        ? await this.pool.query(`INSERT INTO ${this.t.records} (space, key, value, version, updated_at) VALUES ($1, $2, $3, 1, $4) ON CONFLICT DO NOTHING`, [space, key, json, now])
+        : await this.pool.query(`UPDATE ${this.t.records} SET value = $1, version = version + 1, updated_at = $2 WHERE space = $3 AND key = $4 AND version = $5`, [json, now, space, key, expected]);
+    return (result.rowCount ?? 0) === 1;
+  }
+  async deleteRecord(space: string, key: string) {
+    return ((await this.pool.query(`DELETE FROM ${this.t.records} WHERE space = $1 AND key = $2`, [space, key])).rowCount ?? 0) === 1;
+  }
+  async appendSample(space: string, key: string, at: number, value: unknown) {
+    await this.pool.query(`INSERT INTO ${this.t.samples} (space, key, at, value) VALUES ($1, $2, $3, $4)`, [space, key, at, JSON.stringify(value)]);
+  }
+  async listSamples<T>(space: string, key: string, since: number) {
+    const { rows } = await this.pool.query(`SELECT at, value FROM ${this.t.samples} WHERE space = $1 AND key = $2 AND at >= $3 ORDER BY at`, [space, key, since]);
+    return rows.map((r: Row) => ({ at: Number(r.at), value: JSON.parse(r.value) as T }));
+  }
+  async pruneSamples(space: string, before: number) {
+    return (await this.pool.query(`DELETE FROM ${this.t.samples} WHERE space = $1 AND at < $2`, [space, before])).rowCount ?? 0;
+  }
   async close() {
     await this.pool.end();
   }
 }
 
 /** A new connection to the jobs tables of the configured state store; the caller closes it. */
-export async function openJobsStore(config: Config): Promise<JobsStore> {
-  if (config.state.postgres) return PgJobsStore.open(config);
-  return new SqliteJobsStore(config.state.path);
+export async function openServiceStore(config: Config): Promise<ServiceStore> {
+  if (config.state.postgres) return PgServiceStore.open(config);
+  return new SqliteServiceStore(config.state.path);
 }
