@@ -196,7 +196,7 @@ test('stop() waits for a job the scheduler started', async () => {
 
 test('stop(deadline) gives up on a long job at the deadline; reload() keeps the running job and the next firings', async () => {
   const { writeFileSync, rmSync } = await import('node:fs');
-  const { drainJobs } = await import('../src/services/jobs/runner');
+  const { drainWork: drainJobs } = await import('../src/services/follow-up');
   const config = schedConfig('bounded');
   const hold = join(dir, 'bounded.hold');
   writeFileSync(hold, '');

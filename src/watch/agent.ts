@@ -8,6 +8,7 @@ import type { AgentStatus } from '../core/status';
 import { authenticationFailed, ImapSource } from '../mail/imap-source';
 import { Outbox, outboxLeaseMs } from '../mail/outbox';
 import { createSmtpSender, type SmtpSender } from '../mail/smtp';
+import { drainWork } from '../services/follow-up';
 import type { Notice } from '../services/types';
 import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
@@ -457,12 +458,9 @@ export class Agent {
   private async shutdown(): Promise<void> {
     this.setState('stopping');
     const deadline = Date.now() + this.drainMs;
-    if (this.config.services.jobs) {
-      // Jobs that outlived their reply send their result in a follow-up mail: let them end first.
-      const { drainJobs } = require('../services/jobs/runner') as typeof import('../services/jobs/runner');
-      if (!(await drainJobs(Math.max(0, deadline - Date.now())))) {
-        this.log.warn('jobs still running at shutdown: they go on, but their end is neither recorded nor mailed');
-      }
+    // Jobs and backups that outlived their reply send their result in a follow-up mail: let them end first.
+    if (!(await drainWork(Math.max(0, deadline - Date.now())))) {
+      this.log.warn('jobs or backups still running at shutdown: they go on, but their end is neither recorded nor mailed');
     }
     if (this.outbox) {
       await this.outbox.stop(deadline);

@@ -5,16 +5,19 @@ import type { Config, JobConfig, JobsServiceConfig } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
 import type { RunSummary, ServiceStore } from '../../state/service-store';
 import { convertArgs, describeArgs, ownValue } from '../args';
+import { resultOrFollowUp, seconds } from '../follow-up';
 import { scheduledRecipient } from '../notices';
+import { scheduleAction, schedulesOf } from '../schedule-action';
 import type { Action, Notice, Prepared, Result, Service, TimedList } from '../types';
-import { cronProblem, formatTime, nextFiring } from './cron';
-import { DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_SECONDS, PLACEHOLDER, jobCwd, startJob, track, type ProcessResult } from './runner';
+import { formatTime, nextFiring } from './cron';
+import { DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_SECONDS, PLACEHOLDER, jobCwd, startJob, type ProcessResult } from './runner';
 import { serviceStoreFor } from '../stores';
 
 export { closeServiceStores } from '../stores';
 
 /** Job schedules share the store's schedule table with other services, whose keys hold a ":". */
 const isJobSchedule = (key: string): boolean => !key.includes(':');
+const jobOfKey = (key: string): string | undefined => (isJobSchedule(key) ? key : undefined);
 
 const DEFAULT_REPLY_AFTER_SECONDS = 30;
 const TAIL_LINES_IN_REPLY = 20;
@@ -37,7 +40,6 @@ function unknownJob(config: Config, name: string): string {
   return `no job named "${name}" (jobs: ${configuredJobs(config).join(', ') || 'none'})`;
 }
 
-const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
 
 /** How a run ended, in a few words. */
 function ending(run: { status: string; exitCode?: number | null; signal?: string | null; note?: string }): string {
@@ -107,10 +109,10 @@ const list: Action = {
   mutates: false,
   run: async (_args, ctx) => {
     const cfg = section(ctx.config);
-    const schedules = new Map((await (await serviceStoreFor(ctx.config)).listSchedules()).filter((s) => isJobSchedule(s.job)).map((s) => [s.job, s.cron]));
+    const schedules = await schedulesOf(ctx.config, { nameOf: jobOfKey });
     const now = ctx.now();
     const rows = Object.entries(cfg.jobs).map(([name, job]) => {
-      const cron = schedules.get(name);
+      const cron = schedules.get(name)?.cron;
       return [
         name,
         job.description ?? '',
@@ -156,22 +158,11 @@ const run: Action = {
     });
     const cap = job.maxOutputBytes ?? cfg.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
     const outcome = started.done.then((result) => runResult(name, result, cap));
-    if (!ctx.followUp) return outcome;
-
-    const replyAfterMs = (cfg.replyAfterSeconds ?? DEFAULT_REPLY_AFTER_SECONDS) * 1000;
-    let timer: NodeJS.Timeout | undefined;
-    // replyAfterSeconds 0: always answer at once and mail the result later.
-    const finishedInTime =
-      replyAfterMs > 0 &&
-      (await Promise.race([outcome.then(() => true, () => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), replyAfterMs)))]));
-    clearTimeout(timer);
-    if (finishedInTime) return outcome;
-    const delivered = ctx.followUp(`job ${name} run ${started.id}`, outcome);
-    if (delivered) track(delivered);
-    return {
-      kind: 'text',
-      text: `job ${name}: started, run id ${started.id}. ${replyAfterMs > 0 ? `It is still running after ${seconds(replyAfterMs)}; the` : 'The'} result follows in a second mail.`,
-    };
+    return resultOrFollowUp(ctx, outcome, {
+      title: `job ${name} run ${started.id}`,
+      replyAfterMs: (cfg.replyAfterSeconds ?? DEFAULT_REPLY_AFTER_SECONDS) * 1000,
+      started: `job ${name}: started, run id ${started.id}`,
+    });
   },
 };
 
@@ -234,68 +225,23 @@ const log: Action = {
   },
 };
 
-const schedule: Action = {
-  summary: 'show schedules with their next run; "set <job> cron=…" or "clear <job>" changes one',
+const schedule = scheduleAction({
+  service: 'jobs',
+  noun: 'job',
+  arg: 'name',
+  argSpec: { ...nameArg, description: 'the job' },
   example: 'jobs schedule set disk-free cron="0 2 * * *"',
-  args: {
-    verb: { type: 'enum', values: ['list', 'set', 'clear'], default: 'list', description: 'list (the default), set or clear' },
-    name: { ...nameArg, description: 'the job (set, clear)' },
-    cron: { type: 'string', maxLength: 200, description: 'cron expression, e.g. "0 2 * * *" (set)' },
+  keyOf: (name) => name,
+  nameOf: jobOfKey,
+  exists: (config, name) => jobNamed(config, name) !== undefined,
+  unknown: unknownJob,
+  // A schedule gives no arguments: the job's defaults must be enough.
+  unschedulable: (config, name) => {
+    const defaults = convertArgs({}, jobNamed(config, name)!.params ?? {});
+    return defaults.ok ? undefined : `job ${name} cannot run on a schedule: it needs arguments (${defaults.problems.join('; ')})`;
   },
-  positional: ['verb', 'name'],
-  mutates: true,
-  // Listing is a read; only set and clear change what will run.
-  mutatesWhen: (args) => args.verb !== 'list',
-  prepare: (args, config) => {
-    const prepared = convertArgs(args, schedule.args);
-    if (!prepared.ok) return prepared;
-    const verb = prepared.args.verb;
-    const problems: string[] = [];
-    if (verb === 'list' && (args.name !== undefined || args.cron !== undefined)) problems.push('usage: jobs schedule | jobs schedule set <job> cron="…" | jobs schedule clear <job>');
-    if (verb === 'set' || verb === 'clear') {
-      if (args.name === undefined) problems.push(`missing the job name: jobs schedule ${verb} <job>`);
-      else if (!jobNamed(config, args.name) && verb === 'set') problems.push(unknownJob(config, args.name));
-      else if (verb === 'set') {
-        // A schedule gives no arguments: the job's defaults must be enough.
-        const defaults = convertArgs({}, jobNamed(config, args.name)!.params ?? {});
-        if (!defaults.ok) problems.push(`job ${args.name} cannot run on a schedule: it needs arguments (${defaults.problems.join('; ')})`);
-      }
-    }
-    if (verb === 'set') {
-      if (args.cron === undefined) problems.push('missing cron="…", e.g. cron="0 2 * * *"');
-      else {
-        const problem = cronProblem(args.cron, config.services.jobs?.timezone, new Date());
-        if (problem) problems.push(problem);
-      }
-    }
-    if (verb === 'clear' && args.cron !== undefined) problems.push('clear takes no cron=');
-    return problems.length ? { ok: false, problems } : prepared;
-  },
-  run: async (args, ctx) => {
-    const cfg = section(ctx.config);
-    const store = await serviceStoreFor(ctx.config);
-    const now = ctx.now();
-    const name = String(args.name);
-    if (args.verb === 'set') {
-      await store.setSchedule({ job: name, cron: String(args.cron), setBy: ctx.user ?? 'unknown', setAt: now.getTime() });
-      return { kind: 'text', text: `job ${name} is scheduled "${args.cron}"; next run ${formatTime(nextFiring(String(args.cron), cfg.timezone, now))}` };
-    }
-    if (args.verb === 'clear') {
-      const cleared = await store.clearSchedule(name);
-      // A job gone from the config may still have a schedule to clear; a name that is neither is a mistake.
-      if (!cleared && !jobNamed(ctx.config, name)) throw new CommandError(`${unknownJob(ctx.config, name)}, and no schedule of that name (nothing changed)`);
-      return { kind: 'text', text: cleared ? `the schedule of job ${name} is cleared` : `job ${name} had no schedule (nothing changed)` };
-    }
-    const rows = (await store.listSchedules()).filter((s) => isJobSchedule(s.job)).map((s) => [
-      s.job,
-      s.cron,
-      jobNamed(ctx.config, s.job) ? formatTime(nextFiring(s.cron, cfg.timezone, now)) : '(job no longer configured: never runs)',
-      s.setBy,
-      formatTime(s.setAt),
-    ]);
-    return { kind: 'table', columns: ['job', 'cron', 'next run', 'set by', 'set at'], rows, name: 'job-schedules', ...(cfg.timezone && { note: `cron times are in ${cfg.timezone}` }) };
-  },
-};
+  timezone: (config) => config.services.jobs?.timezone,
+});
 
 function checkConfig(raw: unknown, path: string): Problem[] {
   const cfg = raw as JobsServiceConfig;

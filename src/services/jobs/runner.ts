@@ -5,6 +5,7 @@ import { resolveSecret } from '../../config/secrets';
 import { CommandError } from '../../core/errors';
 import type { ServiceStore, RunEnd, RunStatus } from '../../state/service-store';
 import { ownValue } from '../args';
+import { track } from '../follow-up';
 
 export const DEFAULT_TIMEOUT_SECONDS = 300;
 export const DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024;
@@ -217,36 +218,6 @@ export function executeProcess(opts: {
       );
     }
   });
-}
-
-/** Jobs (and their follow-up mails) still in progress in this process, so `watch` can wait for them on shutdown. */
-const inProgress = new Set<Promise<unknown>>();
-
-export function track<T>(work: Promise<T>): Promise<T> {
-  const settled = work.then(
-    () => undefined,
-    () => undefined,
-  );
-  inProgress.add(settled);
-  settled.finally(() => inProgress.delete(settled));
-  return work;
-}
-
-export function runningJobs(): Promise<unknown>[] {
-  return [...inProgress];
-}
-
-/** Waits until every job in progress has ended, or the deadline passed; true when none is left. */
-export async function drainJobs(deadlineMs: number): Promise<boolean> {
-  const end = Date.now() + deadlineMs;
-  while (inProgress.size) {
-    const left = end - Date.now();
-    if (left <= 0) return false;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(runningJobs()), new Promise((r) => (timer = setTimeout(r, left)))]);
-    clearTimeout(timer);
-  }
-  return true;
 }
 
 export interface StartedRun {
