@@ -9,6 +9,8 @@
 // copy (stripped) node -> dist/mailagent, postject the blob in, chmod 755.
 // The better-sqlite3 addon travels as the SEA asset `better_sqlite3.node`; src/sqlite/open.ts
 // extracts and dlopen()s it at run time, so the bundle never asks `bindings` to find it.
+// When the bundle contains the chart renderer (src/render/chart.ts), its WebAssembly and font
+// travel as SEA assets as well (CHART_ASSETS).
 // Packages only some commands or mails need (SPLIT) are bundled apart, as parts: each part is a
 // SEA asset with its own V8 code cache, compiled and run on first require(), so that the others
 // never load their bytes. See splitPlugin().
@@ -30,6 +32,16 @@ const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 const DEFAULT_ENTRY = 'src/cli.ts';
 /** Asset key shared with src/sqlite/open.ts. */
 export const SQLITE_ASSET = 'better_sqlite3.node';
+/**
+ * Chart rendering (src/render/chart.ts): resvg's WebAssembly and the DejaVu Sans font travel as
+ * SEA assets (keys shared with chart.ts), added only when the bundle contains the renderer: ~2.8 MB
+ * that no other program needs. chart.ts compiles them on its first render, never at start-up.
+ */
+export const CHART_ASSETS = {
+  'chart/resvg.wasm': '@resvg/resvg-wasm/index_bg.wasm',
+  'chart/dejavu-sans.woff': '@fontsource/dejavu-sans/files/dejavu-sans-latin-400-normal.woff',
+};
+const CHART_RENDERER = '@resvg/resvg-wasm';
 
 const BANNER =
   'var require=require("node:module").createRequire(__filename),' +
@@ -297,6 +309,8 @@ const SPLIT = {
   'iconv-lite': ['iconv-lite'], // charsets other than UTF-8 and ASCII
   'encoding-japanese': ['encoding-japanese'], // ISO-2022-JP, EUC-JP, JIS
   ssh2: ['ssh2'], // SFTP shares of the files service
+  'net-snmp': ['net-snmp'], // SNMP devices of the nms service
+  tar: ['tar'], // archives of the backup service
 };
 
 /** SEA asset keys of a part's source (a CommonJS function expression) and its V8 code cache. */
@@ -517,12 +531,15 @@ export async function build({
     logLevel: 'warning',
   };
   const used = new Map();
-  await esbuild.build({
+  const main = await esbuild.build({
     ...common,
     entryPoints: [resolve(ROOT, entry)],
     outfile: bundle,
+    metafile: true, // tells whether the chart renderer is in, and so its assets
     plugins: [splitPlugin(partsDirName, used), ...common.plugins],
   });
+  const rendererDir = relative(ROOT, dirname(requireFromRoot.resolve(CHART_RENDERER))).split('\\').join('/') + '/';
+  const charts = Object.keys(main.metafile.inputs).some((input) => input.startsWith(rendererDir));
   // An import that does not resolve has failed above; a table entry the product never imports is
   // stale (a smoke-test entry imports little, and is not checked).
   if (resolve(ROOT, entry) === resolve(ROOT, DEFAULT_ENTRY)) {
@@ -561,6 +578,9 @@ export async function build({
     useCodeCache: codeCache,
     assets: { [SQLITE_ASSET]: rel(addon) },
   };
+  if (charts) {
+    for (const [key, file] of Object.entries(CHART_ASSETS)) config.assets[key] = rel(requireFromRoot.resolve(file));
+  }
   for (const p of parts) {
     config.assets[partAsset(p.part, 'js')] = rel(p.source);
     if (codeCache) config.assets[partAsset(p.part, 'cache')] = rel(p.cache);

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { processMessage } from '../src/core/pipeline';
@@ -26,6 +27,11 @@ const config = demoConfig(dir, (raw) => {
   // Nothing listens there: an action that got past its checks would fail, not reach a server.
   const closed = { host: '127.0.0.1', port: 9, secure: false, user: 'ops', password: { env: 'MAILAGENT_TEST_NO_SUCH_PASSWORD' } };
   raw.services.mail = { accounts: { ops: { address: 'ops@example.com', imap: closed, smtp: closed } } };
+  raw.services.nms = {
+    timeoutSeconds: 0.2,
+    devices: { r1: { snmp: { host: '127.0.0.1', port: 9, version: '2c', community: { env: 'MAILAGENT_TEST_NO_SUCH_PASSWORD' }, retries: 0, writable: ['sysLocation'] } } },
+  };
+  raw.services.backup = { targets: { t1: { sources: [join(dir, 'src')], destination: join(dir, 'bk') } } };
   raw.services.jobs = {
     timezone: 'UTC',
     jobs: {
@@ -60,6 +66,16 @@ const CONTEXTS: Record<string, Record<string, string>[]> = {
   'mail list': [{ account: 'ops' }],
   'mail get': [{ account: 'ops', uid: '1' }],
   'mail folders': [{ account: 'ops' }],
+  'nms status': [{ device: 'r1' }],
+  'nms config': [{ device: 'r1' }],
+  'nms get': [{ device: 'r1', oid: 'sysName' }],
+  'nms set': [{ device: 'r1', sysLocation: 'x' }],
+  'nms stats': [{ device: 'r1', since: '1h' }],
+  'nms alert': [{ verb: 'set', name: 'a1', device: 'r1', when: 'reachable', every: '60s', then: 'mail x@example.com' }],
+  'backup run': [{ target: 't1' }],
+  'backup list': [{ target: 't1' }],
+  'backup verify': [{ target: 't1', id: '20260101T000000Z' }],
+  'backup schedule': [{ verb: 'set', target: 't1', cron: '0 2 * * *' }, { verb: 'clear', target: 't1' }],
 };
 
 const quote = (v: string) => (/[\s"]/.test(v) ? `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"` : v);
@@ -94,7 +110,13 @@ interface Case {
  * the IMAP server, a path in a share), never a key looked up in the agent's own objects: a
  * hostile word there is a valid value.
  */
-const FREE_TEXT = new Set(['mail send to', 'mail send cc', 'mail send subject', 'mail send body', 'mail list folder', 'mail list from', 'mail get folder', 'mail folders folder']);
+const FREE_TEXT = new Set([
+  'mail send to', 'mail send cc', 'mail send subject', 'mail send body', 'mail list folder', 'mail list from', 'mail get folder', 'mail folders folder',
+  // Matched against the interface descriptions a device reported (ifDescr), by comparison.
+  'nms stats interface',
+  // The name of a new rule, a key of the state store (never a property of an object here).
+  'nms alert name',
+]);
 
 function nameLikeArgs(serviceName: string, actionName: string, action: Action): string[] {
   const positional = action.positional ?? [];

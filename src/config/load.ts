@@ -97,6 +97,10 @@ export function validateConfig(input: unknown, file: string): Config {
   for (const share of Object.values(services.files?.shares ?? {})) {
     if (share.path) share.path = absolutise(share.path, file);
   }
+  for (const target of Object.values(services.backup?.targets ?? {})) {
+    target.sources = target.sources.map((source) => absolutise(source, file));
+    target.destination = absolutise(target.destination, file);
+  }
   for (const db of Object.values(services.db?.databases ?? {})) {
     if (db.sqlite) db.sqlite.path = absolutise(db.sqlite.path, file);
     for (const server of [db.postgres, db.mysql]) {

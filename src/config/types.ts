@@ -132,11 +132,85 @@ export interface MailServiceConfig {
   maxMessageBytes?: number;
 }
 
+/** SNMPv3 user-based security; keys are secret references. */
+export interface SnmpV3User {
+  name: string;
+  level: 'noAuthNoPriv' | 'authNoPriv' | 'authPriv';
+  authProtocol?: 'md5' | 'sha' | 'sha224' | 'sha256' | 'sha384' | 'sha512';
+  authKey?: SecretRef;
+  privProtocol?: 'des' | 'aes' | 'aes256b' | 'aes256r';
+  privKey?: SecretRef;
+}
+
+/** How a device is reached over SNMP: v2c with a community, or v3 with a user. */
+export interface SnmpDeviceConfig {
+  host: string;
+  port?: number;
+  version: '2c' | '3';
+  community?: SecretRef;
+  /** Community for `nms set` (v2c); default: the read community. */
+  writeCommunity?: SecretRef;
+  user?: SnmpV3User;
+  timeoutSeconds?: number;
+  retries?: number;
+  /** Objects `nms set` may change: names (sysLocation, sysContact, sysName, or one of `objects`). */
+  writable?: string[];
+}
+
+/** One managed device: SNMP, and/or a TCP port or an HTTP(S) URL checked for hosts without SNMP. */
+export interface NmsDevice {
+  description?: string;
+  snmp?: SnmpDeviceConfig;
+  tcp?: { host: string; port: number; timeoutSeconds?: number };
+  http?: { url: string; expectStatus?: number; timeoutSeconds?: number; rejectUnauthorized?: boolean };
+}
+
+export interface NmsServiceConfig {
+  devices: Record<string, NmsDevice>;
+  /** Named OIDs beyond the built-in MIB names, for get, set and alert conditions. */
+  objects?: Record<string, { oid: string; type?: 'string' | 'integer' }>;
+  /** `watch` stores a sample of every device this often, for `nms stats` (default 300; 0: never). */
+  sampleSeconds?: number;
+  /** Samples older than this many days are dropped (default 7). */
+  keepDays?: number;
+  /** Default per-device timeout for queries and checks (default 3). */
+  timeoutSeconds?: number;
+  /** An alert that changed state this many times within an hour is held (flapping) until it settles (default 4). */
+  flapChanges?: number;
+}
+
+/** One thing to back up: sources into a destination directory as tar.gz archives. */
+export interface BackupTargetConfig {
+  /** Files or directories, absolute after loading (relative ones are taken from the config file's folder). */
+  sources: string[];
+  /** Glob patterns of paths to leave out, relative to each source's parent ("*.tmp", "cache/**"). */
+  exclude?: string[];
+  /** Directory the archives go to; absolute after loading. */
+  destination: string;
+  /** Archives kept; older ones are removed after a good run (default 7). */
+  keep?: number;
+  /** gzip level 0-9 (default 6). */
+  compressionLevel?: number;
+  description?: string;
+  /** Where results of scheduled runs are mailed (default: whoever set the schedule). */
+  notify?: string;
+}
+
+export interface BackupServiceConfig {
+  targets: Record<string, BackupTargetConfig>;
+  /** A backup still running after this many seconds gets a "started" reply and a second mail with the result (watch). Default 30. */
+  replyAfterSeconds?: number;
+  /** IANA time zone for schedules (default: the machine's). */
+  timezone?: string;
+}
+
 export interface ServicesConfig {
   db?: DbServiceConfig;
   jobs?: JobsServiceConfig;
   files?: FilesServiceConfig;
   mail?: MailServiceConfig;
+  nms?: NmsServiceConfig;
+  backup?: BackupServiceConfig;
 }
 
 /** Proof of identity, weakest first; totp, pgp and confirm are equally strong. */

@@ -23,16 +23,18 @@ export function renderTranscript(steps: Step[], rowsInBody: number): { text: str
     if (!step.outcome.ok) return `${head}\nERROR: ${step.outcome.error}`;
     const result = step.outcome.result;
     if (result.kind === 'text') return `${head}\n${result.text}`;
-    if (result.kind === 'files') {
-      const names = result.files.map((file) => {
+    /** Attaches files under names unique in this reply; returns the "(attached: …)" line, or ''. */
+    const attach = (files: ResultFile[]): string => {
+      const names = files.map((file) => {
         const taken = new Set(attachments.map((a) => a.filename));
         let filename = file.filename;
         for (let n = 2; taken.has(filename); n++) filename = file.filename.replace(/(\.[^.]*)?$/, `-${n}$1`);
         attachments.push({ ...file, filename });
         return filename;
       });
-      return `${head}\n${result.text}${names.length ? `\n(attached: ${names.join(', ')})` : ''}`;
-    }
+      return names.length ? `\n(attached: ${names.join(', ')})` : '';
+    };
+    if (result.kind === 'files') return `${head}\n${result.text}${attach(result.files)}`;
     const { columns, rows } = result;
     const notes: string[] = [];
     if (result.note) notes.push(result.note);
@@ -48,7 +50,7 @@ export function renderTranscript(steps: Step[], rowsInBody: number): { text: str
       notes.push(`${rows.length} row${rows.length === 1 ? '' : 's'}`);
     }
     const table = columns.length ? renderTable(columns, shown) : '(no columns)';
-    return `${head}\n${table}\n(${notes.join('; ')})`;
+    return `${head}\n${result.intro ? `${result.intro}\n\n` : ''}${table}\n(${notes.join('; ')})${attach(result.files ?? [])}`;
   });
   return { text: `${blocks.join('\n\n')}\n`, attachments };
 }

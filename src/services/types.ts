@@ -4,7 +4,11 @@ import type { ServiceStore } from '../state/service-store';
 
 /** What an action returns; render/ turns it into reply text and attachments. */
 export type Result =
-  | { kind: 'table'; columns: string[]; rows: unknown[][]; note?: string; name?: string }
+  /**
+   * A table; `intro` is text shown above it (a device's system fields), `files` are attached
+   * with it (a series as CSV, its chart as PNG).
+   */
+  | { kind: 'table'; columns: string[]; rows: unknown[][]; note?: string; name?: string; intro?: string; files?: ResultFile[] }
   | { kind: 'text'; text: string }
   /** Text in the reply plus files attached to it (e.g. the full output of a job run). */
   | { kind: 'files'; text: string; files: ResultFile[] };
