@@ -9,10 +9,10 @@ import { startScheduler } from '../src/services/scheduler';
 import type { Notice } from '../src/services/types';
 import { openServiceStore, type ServiceStore, type RunSummary } from '../src/state/service-store';
 import { demoConfig, mail, tempDir, testDeps } from './support/env';
+import { PG_URL, dropSchema, postgresReachable } from './support/pg';
 import { readReply } from './support/reply';
 
 const { dir, cleanup } = tempDir('mailagent-sched-');
-const PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const PG_SCHEMA = `mailagent_sched_${process.pid}_${Date.now().toString(36)}`;
 
 /** A config whose jobs append a line to a file per run; `state` moves the store to PostgreSQL. */
@@ -227,32 +227,6 @@ test('stop(deadline) gives up on a long job at the deadline; reload() keeps the 
   }
 });
 
-async function postgresReachable(): Promise<boolean> {
-  const { Client } = require('pg') as typeof import('pg');
-  const client = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
-  try {
-    await client.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-async function dropSchema(): Promise<void> {
-  const { Client } = require('pg') as typeof import('pg');
-  const client = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
-  try {
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS "${PG_SCHEMA}" CASCADE`);
-  } catch {
-    // unreachable: nothing was created
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 test('PostgreSQL: two agents sharing the state server fire each firing once; the run log keeps output bytes', async () => {
   if (!(await postgresReachable())) {
     if (process.env.CI) assert.unreachable(`PostgreSQL at ${PG_URL} is required in CI`);
@@ -285,7 +259,7 @@ test('PostgreSQL: two agents sharing the state server fire each firing once; the
 
 test.after(async () => {
   await closeServiceStores();
-  await dropSchema();
+  await dropSchema(PG_SCHEMA);
   cleanup();
   assert.not.ok(existsSync(dir));
 });

@@ -8,23 +8,10 @@ import { startScheduler } from '../src/services/scheduler';
 import type { Notice, Service, TimedContext } from '../src/services/types';
 import { MemoryServiceStore, openServiceStore, type ServiceStore } from '../src/state/service-store';
 import { demoConfig, tempDir } from './support/env';
+import { PG_URL, dropSchema, postgresReachable } from './support/pg';
 
 const { dir, cleanup } = tempDir('mailagent-sstore-');
-const PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const PG_SCHEMA = `mailagent_sstore_${process.pid}_${Date.now().toString(36)}`;
-
-async function postgresReachable(): Promise<boolean> {
-  const { Client } = require('pg') as typeof import('pg');
-  const client = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await client.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
 
 const config = (name: string, pg = false): Config =>
   demoConfig(dir, (raw) => {
@@ -164,13 +151,7 @@ test('the one scheduler: periodic tasks of any service fire once per period acro
 
 test.after(async () => {
   await closeServiceStores();
-  if (await postgresReachable()) {
-    const { Client } = require('pg') as typeof import('pg');
-    const client = new Client({ connectionString: PG_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS "${PG_SCHEMA}" CASCADE`).catch(() => undefined);
-    await client.end();
-  }
+  await dropSchema(PG_SCHEMA);
   cleanup();
   assert.not.ok(existsSync(dir));
 });

@@ -16,3 +16,21 @@ export async function connectPgAdmin(): Promise<Client | string> {
     return `PostgreSQL at ${PG_URL} is not reachable: ${(err as Error).message || (err as { code?: string }).code}`;
   }
 }
+
+export async function postgresReachable(): Promise<boolean> {
+  const client = await connectPgAdmin();
+  if (typeof client === 'string') return false;
+  await client.end().catch(() => undefined);
+  return true;
+}
+
+/** Removes a test's schema; nothing to do when the server cannot be reached (nothing was created). */
+export async function dropSchema(schema: string): Promise<void> {
+  const client = await connectPgAdmin();
+  if (typeof client === 'string') return;
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema.replace(/"/g, '""')}" CASCADE`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

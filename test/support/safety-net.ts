@@ -109,3 +109,61 @@ export function reapStale(prefix: string, ownerFile: string, kill: (dir: string)
     removeDir(dir);
   }
 }
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone
+  }
+}
+
+/**
+ * Processes of a test daemon living in `dir`: those whose environment carries `MARK=dir` (set when
+ * it was started, inherited by re-exec'd children) or whose command line names the dir, plus all
+ * their descendants. `extra` pids (a pid file's) count as roots too.
+ */
+export function markedProcesses(mark: string, dir: string, extra: (number | undefined)[] = []): number[] {
+  const marker = `${mark}=${dir}\0`;
+  const roots = new Set<number>(extra.filter((p): p is number => !!p && alive(p)));
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      (children.get(ppid) ?? children.set(ppid, []).get(ppid)!).push(pid);
+      if (roots.has(pid)) continue;
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      let env = '';
+      try {
+        env = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      } catch {
+        // a kernel thread
+      }
+      if (cmd.includes(`${dir}/`) || env.includes(marker)) roots.add(pid);
+    } catch {
+      // gone
+    }
+  }
+  const out = new Set<number>();
+  const visit = (pid: number) => {
+    if (out.has(pid)) return;
+    out.add(pid);
+    for (const c of children.get(pid) ?? []) visit(c);
+  };
+  for (const r of roots) visit(r);
+  return [...out].filter(alive);
+}
+
+/** TERM every marked process of the daemon in `dir`, wait up to 2 s, then KILL what is left. Sync, for exit handlers. */
+export function killMarkedSync(mark: string, dir: string, extra: (number | undefined)[]): void {
+  const targets = markedProcesses(mark, dir, extra);
+  for (const pid of targets) signal(pid, 'SIGTERM');
+  const deadline = Date.now() + 2000;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  while (Date.now() < deadline && targets.some(alive)) Atomics.wait(nap, 0, 0, 20);
+  for (const pid of [...targets, ...markedProcesses(mark, dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
+}

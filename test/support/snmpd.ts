@@ -56,9 +56,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { alive, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
+import { alive, killMarkedSync, markedProcesses, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
 
 export interface SnmpV3User {
   name: string;
@@ -165,48 +165,8 @@ function udpBindable(port: number): Promise<boolean> {
   });
 }
 
-/**
- * Processes of the agent in `dir`: those whose environment carries the marker or whose command
- * line names the dir (snmpd, pass scripts), plus their descendants and the `extra` pids.
- */
-function instanceProcesses(dir: string, extra: (number | undefined)[] = []): number[] {
-  const mark = `${MARK}=${dir}\0`;
-  const roots = new Set<number>(extra.filter((p): p is number => !!p && alive(p)));
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid === process.pid) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      (children.get(ppid) ?? children.set(ppid, []).get(ppid)!).push(pid);
-      if (roots.has(pid)) continue;
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      let env = '';
-      try { env = readFileSync(`/proc/${pid}/environ`, 'utf8'); } catch { /* kernel thread */ }
-      if (cmd.includes(`${dir}/`) || env.includes(mark)) roots.add(pid);
-    } catch { /* gone */ }
-  }
-  const out = new Set<number>();
-  const visit = (pid: number) => {
-    if (out.has(pid)) return;
-    out.add(pid);
-    for (const c of children.get(pid) ?? []) visit(c);
-  };
-  for (const r of roots) visit(r);
-  return [...out].filter(alive);
-}
 
-/** TERM every process of the agent, wait up to 2 s, then KILL what is left. Sync, for the exit handler. */
-function killInstanceSync(dir: string, extra: (number | undefined)[]): void {
-  const targets = instanceProcesses(dir, extra);
-  for (const pid of targets) signal(pid, 'SIGTERM');
-  const deadline = Date.now() + 2000;
-  const nap = new Int32Array(new SharedArrayBuffer(4));
-  while (Date.now() < deadline && targets.some(alive)) Atomics.wait(nap, 0, 0, 20);
-  for (const pid of [...targets, ...instanceProcesses(dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
-}
+const killInstanceSync = (dir: string, extra: (number | undefined)[]) => killMarkedSync(MARK, dir, extra);
 
 /** One v2c GET of sysUpTime.0 through net-snmp: true when the agent answers with a value. */
 function answers(port: number, community: string): Promise<boolean> {
@@ -310,7 +270,7 @@ class Agent implements SnmpServer {
   get valueFile() { return join(this.dir, 'value'); }
 
   pids(): number[] {
-    return existsSync(this.dir) ? instanceProcesses(this.dir, [readPid(this.pidFile), this.child?.pid]) : [];
+    return existsSync(this.dir) ? markedProcesses(MARK, this.dir, [readPid(this.pidFile), this.child?.pid]) : [];
   }
 
   setValue(n: number): void {
@@ -372,16 +332,16 @@ class Agent implements SnmpServer {
 
   /** Kill snmpd (through the pid file) and any pass script, then wait for the port. */
   async kill(): Promise<void> {
-    const all = instanceProcesses(this.dir, [readPid(this.pidFile), this.child?.pid]);
+    const all = markedProcesses(MARK, this.dir, [readPid(this.pidFile), this.child?.pid]);
     if (!all.length) return;
     for (const pid of all) signal(pid, 'SIGTERM');
     try {
       await waitFor('snmpd to exit', () => !all.some(alive), STOP_TIMEOUT_MS);
     } catch {
-      for (const pid of [...all, ...instanceProcesses(this.dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
+      for (const pid of [...all, ...markedProcesses(MARK, this.dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
       await waitFor('snmpd to die', () => !all.some(alive), 2000);
     }
-    const left = instanceProcesses(this.dir);
+    const left = markedProcesses(MARK, this.dir);
     if (left.length) killInstanceSync(this.dir, left);
     if (this.ready) await waitFor(`udp port ${this.port} to be free`, () => udpBindable(this.port), STOP_TIMEOUT_MS);
     this.ready = false;

@@ -49,7 +49,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, portBindable, portListening } from './mailstack';
-import { alive, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
+import { alive, killMarkedSync, markedProcesses, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
 
 const run = promisify(execFile);
 
@@ -196,49 +196,8 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ti
   }
 }
 
-/**
- * Processes of the server in `dir`: those whose environment carries the marker (the listener, the
- * per-connection re-exec'd sshd and their forks, internal-sftp included) or whose command line names
- * the dir, plus all their descendants. `extra` pids (the pid file's) count as roots too.
- */
-export function sshdInstanceProcesses(dir: string, extra: (number | undefined)[] = []): number[] {
-  const mark = `${MARK}=${dir}\0`;
-  const roots = new Set<number>(extra.filter((p): p is number => !!p && alive(p)));
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid === process.pid) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      (children.get(ppid) ?? children.set(ppid, []).get(ppid)!).push(pid);
-      if (roots.has(pid)) continue;
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      let env = '';
-      try { env = readFileSync(`/proc/${pid}/environ`, 'utf8'); } catch { /* kernel thread */ }
-      if (cmd.includes(`${dir}/`) || env.includes(mark)) roots.add(pid);
-    } catch { /* gone */ }
-  }
-  const out = new Set<number>();
-  const visit = (pid: number) => {
-    if (out.has(pid)) return;
-    out.add(pid);
-    for (const c of children.get(pid) ?? []) visit(c);
-  };
-  for (const r of roots) visit(r);
-  return [...out].filter(alive);
-}
 
-/** TERM every process of the instance, wait up to 2 s, then KILL what is left. Sync, for the exit handler. */
-function killInstanceSync(dir: string, extra: (number | undefined)[]): void {
-  const targets = sshdInstanceProcesses(dir, extra);
-  for (const pid of targets) signal(pid, 'SIGTERM');
-  const deadline = Date.now() + 2000;
-  const nap = new Int32Array(new SharedArrayBuffer(4));
-  while (Date.now() < deadline && targets.some(alive)) Atomics.wait(nap, 0, 0, 20);
-  for (const pid of [...targets, ...sshdInstanceProcesses(dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
-}
+const killInstanceSync = (dir: string, extra: (number | undefined)[]) => killMarkedSync(MARK, dir, extra);
 
 /** Read the peer's identification line; true when it is SSH-2.0. */
 function readsSshBanner(port: number, timeoutMs = 2000): Promise<boolean> {
@@ -345,7 +304,7 @@ class Server implements SshServer {
   get configFile() { return join(this.dir, 'sshd_config'); }
 
   pids(): number[] {
-    return existsSync(this.dir) ? sshdInstanceProcesses(this.dir, [readPid(this.pidFile), this.child?.pid]) : [];
+    return existsSync(this.dir) ? markedProcesses(MARK, this.dir, [readPid(this.pidFile), this.child?.pid]) : [];
   }
 
   async prepare(): Promise<void> {
@@ -402,16 +361,16 @@ class Server implements SshServer {
   /** Kill sshd and its sessions (through the pid file), then wait for the port. */
   async kill(): Promise<void> {
     const listener = readPid(this.pidFile) ?? this.child?.pid;
-    const all = sshdInstanceProcesses(this.dir, [listener, this.child?.pid]);
+    const all = markedProcesses(MARK, this.dir, [listener, this.child?.pid]);
     if (!all.length) return;
     for (const pid of all) signal(pid, 'SIGTERM');
     try {
       await waitFor('sshd to exit', () => !all.some(alive), STOP_TIMEOUT_MS);
     } catch {
-      for (const pid of [...all, ...sshdInstanceProcesses(this.dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
+      for (const pid of [...all, ...markedProcesses(MARK, this.dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
       await waitFor('sshd to die', () => !all.some(alive), 2000);
     }
-    const left = sshdInstanceProcesses(this.dir);
+    const left = markedProcesses(MARK, this.dir);
     if (left.length) killInstanceSync(this.dir, left);
     await waitFor(`port ${this.port} to be free`, async () => !portListening(this.port) && await portBindable(this.port), STOP_TIMEOUT_MS);
   }

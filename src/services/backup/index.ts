@@ -7,7 +7,7 @@ import { CommandError } from '../../core/errors';
 import { scheduleKey, type ServiceStore } from '../../state/service-store';
 import { convertArgs, ownValue } from '../args';
 import { resultOrFollowUp, seconds, track } from '../follow-up';
-import { formatTime } from '../jobs/cron';
+import { formatTime, timezoneProblems } from '../jobs/cron';
 import { scheduledRecipient } from '../notices';
 import { scheduleAction } from '../schedule-action';
 import type { Action, ArgSpec, Notice, ProbeResult, Result, Service, TimedList } from '../types';
@@ -206,14 +206,7 @@ async function timed(config: Config, store: ServiceStore): Promise<TimedList> {
 
 function checkConfig(raw: unknown, path: string): Problem[] {
   const cfg = raw as BackupServiceConfig;
-  const problems: Problem[] = [];
-  if (cfg.timezone !== undefined) {
-    try {
-      new Intl.DateTimeFormat('en', { timeZone: cfg.timezone });
-    } catch {
-      problems.push({ path: `${path}.timezone`, message: `"${cfg.timezone}" is not a known time zone (e.g. Europe/Berlin, UTC)` });
-    }
-  }
+  const problems: Problem[] = timezoneProblems(cfg.timezone, `${path}.timezone`);
   for (const [name, spec] of Object.entries(cfg.targets)) {
     const at = `${path}.targets.${name}`;
     if (!TARGET_NAME.test(name)) problems.push({ path: at, message: 'a target name is 1-64 letters, digits, "_" or "-", starting with a letter or digit' });

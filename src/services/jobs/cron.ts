@@ -33,3 +33,14 @@ export function formatTime(date: Date | number | undefined): string {
   if (date === undefined) return '';
   return new Date(date).toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, ' UTC');
 }
+
+/** A config problem when `timezone` is set and not a time zone this Node knows. */
+export function timezoneProblems(timezone: string | undefined, path: string): { path: string; message: string }[] {
+  if (timezone === undefined) return [];
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: timezone });
+    return [];
+  } catch {
+    return [{ path, message: `"${timezone}" is not a known time zone (e.g. Europe/Berlin, UTC)` }];
+  }
+}

@@ -9,7 +9,7 @@ import { resultOrFollowUp, seconds } from '../follow-up';
 import { scheduledRecipient } from '../notices';
 import { scheduleAction, schedulesOf } from '../schedule-action';
 import type { Action, Notice, Prepared, Result, Service, TimedList } from '../types';
-import { formatTime, nextFiring } from './cron';
+import { formatTime, nextFiring, timezoneProblems } from './cron';
 import { DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_SECONDS, PLACEHOLDER, jobCwd, startJob, type ProcessResult } from './runner';
 import { serviceStoreFor } from '../stores';
 
@@ -245,14 +245,7 @@ const schedule = scheduleAction({
 
 function checkConfig(raw: unknown, path: string): Problem[] {
   const cfg = raw as JobsServiceConfig;
-  const problems: Problem[] = [];
-  if (cfg.timezone !== undefined) {
-    try {
-      new Intl.DateTimeFormat('en', { timeZone: cfg.timezone });
-    } catch {
-      problems.push({ path: `${path}.timezone`, message: `"${cfg.timezone}" is not a known time zone (e.g. Europe/Berlin, UTC)` });
-    }
-  }
+  const problems: Problem[] = timezoneProblems(cfg.timezone, `${path}.timezone`);
   for (const [name, job] of Object.entries(cfg.jobs)) {
     const at = `${path}.jobs.${name}`;
     if (!JOB_NAME.test(name)) problems.push({ path: at, message: 'a job name is 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit' });
