@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { simpleParser } from 'mailparser';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Config } from '../src/config/types';
@@ -150,6 +151,26 @@ test('backup schedules: set, listed, fired by the scheduler with the result mail
 
   const cleared = await send('backup schedule clear target=app', cfg);
   assert.match(cleared.text!, 'the schedule of backup app is cleared');
+});
+
+test('under watch a backup that takes longer than replyAfterSeconds is answered "started", its result follows in a second mail', async () => {
+  const cfg = backupConfig((raw) => (raw.services.backup.replyAfterSeconds = 0));
+  const deps = testDeps(cfg, { followUps: true });
+  const reply = await readReply(await processMessage(mail('backup run target=app'), deps));
+  assert.match(reply.text!, 'backup app: started. The result follows in a second mail.');
+  await drainWork(10_000);
+  const queued = await Promise.all((await deps.store.takeDueReplies(Date.now(), 1000, 10)).map((e) => simpleParser(e.reply.raw)));
+  assert.is(queued.length, 2, 'the reply and the result mail are in the outbox');
+  const parsed = queued.find((m) => m.subject !== reply.subject)!;
+  assert.match(parsed.subject!, '— backup app finished');
+  assert.match(parsed.text!, /sha256: +[0-9a-f]{64}/);
+  assert.is(parsed.inReplyTo, reply.inReplyTo, 'threaded under the request');
+});
+
+test('help names every backup action', async () => {
+  const help = await send('help backup');
+  for (const action of ['run', 'list', 'verify', 'schedule']) assert.match(help.text!, `backup ${action}`);
+  assert.match(help.text!, 'app - the app tree');
 });
 
 test('config: a source overlapping the destination and a bad target name are reported with their path', () => {

@@ -122,7 +122,7 @@ test('tcp: a port that never completes the handshake times out within the timeou
   // drops further SYNs, as a firewall that drops packets would. (It ends itself after 20 s.)
   const child = spawn(
     process.execPath,
-    ['-e', `const s = require('net').createServer(); s.listen({ port: 0, host: '${HOST}', backlog: 1 }, () => { console.log(s.address().port); const end = Date.now() + 20000; while (Date.now() < end); });`],
+    ['-e', `const s = require('net').createServer(); s.listen({ port: 0, host: '${HOST}', backlog: 1 }, () => { process.stdout.write(s.address().port + "\\n"); const end = Date.now() + 20000; while (Date.now() < end); });`],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   cleanups.push(() => child.kill());

@@ -254,6 +254,32 @@ test('a flapping rule is held: one mail says so, then silence until it settles',
   await send('nms alert clear name=flappy');
 });
 
+test('an alert whose action is a job runs it once through the jobs service (in its run log) and tells whoever set the rule', async () => {
+  snmpd.setValue(1);
+  await send('nms alert set name=restart device=router when="testValue > 3" every=10s then="job uptime"');
+  const notices: Notice[] = [];
+  let at = Date.now() + 7_200_000;
+  await checkAlert('restart', (at += 10_000), notices);
+  snmpd.setValue(8);
+  await checkAlert('restart', (at += 10_000), notices);
+  await checkAlert('restart', (at += 10_000), notices);
+  await drainWork(10_000);
+  assert.equal(notices.map((n) => [n.to, n.subject]), [['ops@example.com', 'alert restart: firing']]);
+  const text = notices[0].outcome.ok && notices[0].outcome.result.kind === 'text' ? notices[0].outcome.result.text : '';
+  const runId = /started run (\d+)/.exec(text)?.[1];
+  assert.ok(runId, text);
+  const log = await send(`jobs log run=${runId}`);
+  assert.match(log.text!, `run ${runId} of job uptime, by alert restart`);
+  assert.match(log.text!, 'result: exit 0');
+  await send('nms alert clear name=restart');
+});
+
+test('help names every nms action and the devices', async () => {
+  const help = await send('help nms');
+  for (const action of ['status', 'config', 'get', 'set', 'stats', 'alerts', 'alert']) assert.match(help.text!, `nms ${action}`);
+  assert.match(help.text!, /router - SNMP v2c \(snmp; writable: sysLocation\)/);
+});
+
 test('bad alert rules are refused with the position of the problem', async () => {
   const reply = await send(
     'nms alert set name=a device=router when="ifOperStatus.2 !! up" then="mail x@example.com"\n' +
