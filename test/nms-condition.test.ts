@@ -151,6 +151,7 @@ test('problems name their column, what was expected and what was found', () => {
     ['reachable)', 'at column 10: expected and, or, or the end of the condition, found ")"'],
     ['(reachable) ok', 'at column 13: expected and, or, or the end of the condition, found "ok"'],
     ['status == 200 404', 'at column 15: expected and, or, or the end of the condition, found "404"'],
+    ['reachable "yes"', 'at column 11: expected a comparison operator (==, !=, <, <=, >, >=), found the string "yes"'],
     ['1 < 2', 'at column 1: a comparison needs a reference on one side, found "1 < 2"'],
     ['"a" == true', 'at column 1: a comparison needs a reference on one side, found ""a" == true"'],
     ['sysLocation < "rack 4"', 'at column 13: < compares numbers, and "rack 4" is a string (use == or !=)'],
@@ -159,8 +160,10 @@ test('problems name their column, what was expected and what was found', () => {
     ['sysUpTime > 1.3.', 'at column 13: "1.3." is not a valid number or OID (a number is like 42, -1 or 0.5; an OID has at least 3 numbers separated by dots)'],
     ['.5 < sysUpTime', 'at column 1: ".5" is not a valid number or OID (a number is like 42, -1 or 0.5; an OID has at least 3 numbers separated by dots)'],
     ['-1.3.6.1 > 0', 'at column 1: "-1.3.6.1" is not a valid number or OID (a number is like 42, -1 or 0.5; an OID has at least 3 numbers separated by dots)'],
-    ['ifOperStatus. == up', 'at column 1: "ifOperStatus." is not a valid reference (an index is digits after a dot, like ifOperStatus.2)'],
-    ['ifOperStatus.x == up', 'at column 1: "ifOperStatus.x" is not a valid reference (an index is digits after a dot, like ifOperStatus.2)'],
+    ['ifOperStatus. == up', 'at column 1: "ifOperStatus." is not a valid reference (a name like sysUpTime or http.status, then an optional index of numbers, like ifOperStatus.2)'],
+    ['ifOperStatus.2.x == up', 'at column 1: "ifOperStatus.2.x" is not a valid reference (a name like sysUpTime or http.status, then an optional index of numbers, like ifOperStatus.2)'],
+    ['ifOperStatus..2 == up', 'at column 1: "ifOperStatus..2" is not a valid reference (a name like sysUpTime or http.status, then an optional index of numbers, like ifOperStatus.2)'],
+    ['ifOperStatus.x == up', 'at column 1: unknown name "ifOperStatus.x"'],
     ["sysLocation == 'rack'", 'at column 16: expected a value after == (a reference, number, "string", true, false or a word like up), found "\'"'],
     ['', 'the condition is empty'],
     ['  \t ', 'the condition is empty'],
@@ -175,6 +178,21 @@ test('the first problem in the text is the one reported; columns count character
   // A character outside the BMP is one column.
   assert.is(problem('sysLocation == "😀" !'), 'at column 20: expected and, or, or the end of the condition, found "!"');
   assert.is(problem('😀 == 1'), 'at column 1: expected a condition (a comparison, a reference, not or "("), found "😀"');
+});
+
+test('check result names may be dotted: http.status, tcp.reachable', () => {
+  const checks: Classify = (ref) => (['http.status', 'tcp.reachable', 'http.responseMs'].includes(ref) ? { ok: true } : { ok: false, problem: `unknown name "${ref}"` });
+  const r = parseCondition('not tcp.reachable or http.status != 200 or http.responseMs > 1500.5', checks);
+  assert.ok(r.ok);
+  if (!r.ok) return;
+  assert.equal(r.references, ['tcp.reachable', 'http.status', 'http.responseMs']);
+  assert.is(formatCondition(r.condition), 'not tcp.reachable or http.status != 200 or http.responseMs > 1500.5');
+  const values = new Map<string, ConditionValue>([['tcp.reachable', true], ['http.status', 200], ['http.responseMs', 1500.75]]);
+  assert.equal(evaluateCondition(r.condition, values), { value: true });
+  values.set('http.responseMs', 1500.5);
+  assert.equal(evaluateCondition(r.condition, values), { value: false });
+  // A dotted name is a reference even opposite an enumeration.
+  assert.is(parseCondition('ifOperStatus.1 == http.status', (ref) => (ref === 'http.status' ? { ok: true } : classify(ref))).ok, true);
 });
 
 test('classify decides about every reference, with its position', () => {

@@ -50,7 +50,7 @@ const CHECK_REFERENCES = new Set([
   'reachable', 'responseMs',
   'snmp.reachable', 'snmp.responseMs',
   'tcp.reachable', 'tcp.responseMs',
-  'http.reachable', 'http.responseMs', 'http.status',
+  'http.reachable', 'http.ok', 'http.responseMs', 'http.status',
 ]);
 
 /** ifOperStatus = { up: 1, … } as the condition language wants it (word → number). */
@@ -98,7 +98,10 @@ export async function checkRule(config: Config, rule: AlertRule): Promise<{ valu
       if (!r) continue;
       values.set(`${kind}.reachable`, r.reachable);
       values.set(`${kind}.responseMs`, r.responseMs);
-      if (kind === 'http') values.set('http.status', r.status ?? null);
+      if (kind === 'http') {
+        values.set('http.status', r.status ?? null);
+        values.set('http.ok', r.ok);
+      }
     }
   }
   let snmpProblem: string | undefined;

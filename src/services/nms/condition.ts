@@ -12,7 +12,8 @@
 //   operand    := reference | number | "string" | true | false | enumeration word
 //
 // A reference is a name with an optional numeric index (ifOperStatus.2), a numeric OID of at
-// least 3 components (an optional leading dot is dropped), or a check result name (reachable).
+// least 3 components (an optional leading dot is dropped), or a check result name (reachable,
+// http.status: dotted name parts come before any index).
 // The caller's `classify` decides which references exist, and may give a reference's
 // enumeration (ifOperStatus: up = 1, down = 2, …): a bare word, quoted string or true/false
 // compared with such a reference is one of its values. Keywords are case-insensitive.
@@ -63,7 +64,8 @@ interface Token {
 
 const OPS: ReadonlySet<string> = new Set(['==', '!=', '<', '<=', '>', '>=']);
 const KEYWORDS: ReadonlySet<string> = new Set(['and', 'or', 'not', 'true', 'false']);
-const NAME = /^[A-Za-z_][A-Za-z0-9_]*(?:\.\d+)*$/;
+// Name parts first (sysUpTime, http.status), then an optional numeric index (ifOperStatus.2).
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\.\d+)*$/;
 const BARE_WORD = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const INTEGER = /^-?\d+$/;
 const DECIMAL = /^-?\d+\.\d+$/;
@@ -115,7 +117,7 @@ function wordToken(word: string, index: number): Token {
   if (OID.test(word)) return { type: 'oid', text: word.startsWith('.') ? word.slice(1) : word, index };
   if (NAME.test(word)) return { type: 'name', text: word, index };
   const problem = /^[A-Za-z_]/.test(word)
-    ? `${quote(word)} is not a valid reference (an index is digits after a dot, like ifOperStatus.2)`
+    ? `${quote(word)} is not a valid reference (a name like sysUpTime or http.status, then an optional index of numbers, like ifOperStatus.2)`
     : `${quote(word)} is not a valid number or OID (a number is like 42, -1 or 0.5; an OID has at least 3 numbers separated by dots)`;
   return { type: 'bad', text: word, index, problem };
 }
@@ -151,7 +153,8 @@ function quote(text: string): string {
 }
 
 function found(token: Token): string {
-  return token.type === 'end' ? 'the end of the condition' : quote(token.text);
+  if (token.type === 'end') return 'the end of the condition';
+  return token.type === 'string' ? `the string ${quote(token.value!)}` : quote(token.text);
 }
 
 /** Columns count characters (code points), not UTF-16 units, and start at 1. */
