@@ -180,7 +180,7 @@ test('SIGTERM while a job runs for a minute: the agent gives up on it at the dra
     const seconds = (Date.now() - signalledAt) / 1000;
     // The drain deadline is 10 s; the job would hold the process for a minute.
     assert.ok(seconds < 10 + 8, `the agent exited ${seconds} s after SIGTERM; log:\n${dumpLogs(agent.logs.slice(-20))}`);
-    assert.ok(agent.logs.some((l) => /jobs still running at shutdown/.test(l.line.msg ?? '')), 'the unfinished job is reported');
+    assert.ok(agent.logs.some((l) => /jobs or backups still running at shutdown/.test(l.line.msg ?? '')), 'the unfinished job is reported');
     assert.ok(agent.logs.some((l) => l.line.msg === 'stopped'));
   } finally {
     rmSync(hold, { force: true });
