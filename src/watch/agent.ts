@@ -2,8 +2,7 @@ import type { Config } from '../config/types';
 import { EXIT, UserError } from '../core/errors';
 import type { Logger } from '../core/log';
 import { queueNotice } from '../core/notices';
-import type { Outcome } from '../core/outcome';
-import { processMessage, type PipelineDeps } from '../core/pipeline';
+import type { PipelineDeps } from '../core/pipeline';
 import type { AgentStatus } from '../core/status';
 import { authenticationFailed, ImapSource } from '../mail/imap-source';
 import { Outbox, outboxLeaseMs } from '../mail/outbox';
@@ -12,9 +11,9 @@ import { drainWork } from '../services/follow-up';
 import type { Notice } from '../services/types';
 import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
-import { envelopeSenderOf, messageKey } from './headers';
-import { DryRunPreview } from './dry-run';
-import { KeptLeases, leaseMessage, messageLeaseMs, type AgentIdentity, type MessageLease } from './leases';
+import { MessageBatches } from './batches';
+import { envelopeSenderOf } from './headers';
+import type { AgentIdentity } from './leases';
 
 export type ConnectionState = 'disconnected' | 'connecting' | 'syncing' | 'idle' | 'stopping';
 
@@ -35,18 +34,8 @@ export interface AgentOptions {
   drainMs?: number;
 }
 
-/** Messages of the processing folder recovered per round. */
-const RECOVERY_BATCH = 50;
-/** Messages downloaded, leased and claimed at once: up to limits.maxMessageBytes + 1 bytes each. */
-const FETCH_BATCH = 10;
-/** Messages of one batch processed at the same time. */
-const CONCURRENCY = 10;
 /** NOOP while idle, so that a dead connection is noticed and middleboxes keep it open. */
 const KEEPALIVE_MS = 2 * 60_000;
-/** A full catch-up now and then: the processing folder (leases of dead agents expire) and the inbox. */
-const CATCH_UP_MS = 5 * 60_000;
-/** A message that failed for a temporary reason is retried this soon. */
-const RETRY_FAILED_MS = 30_000;
 
 /** Reconnect delay after n failed attempts: 250 ms · 1.6ⁿ, at most 30 s, ± 20 %. */
 export function reconnectDelay(n: number): number {
@@ -54,29 +43,12 @@ export function reconnectDelay(n: number): number {
   return Math.round(plain * (0.8 + Math.random() * 0.4));
 }
 
-/** A message in the processing folder that this agent holds the lease of. */
-interface Held {
-  uid: number;
-  raw: Buffer;
-  key: string;
-  lease: MessageLease;
-}
-
-interface Handled {
-  uid: number;
-  /** Where the message goes now; undefined: it stays (a temporary failure). */
-  to?: 'processed' | 'rejected';
-  lease: MessageLease;
-}
-
 /**
  * The mailbox agent: one small state machine (disconnected → connecting → syncing → idle) around
  * one IMAP connection. After every (re)connect it catches up — first the processing folder
  * (messages a crashed agent left), then every message in the inbox — and then waits for the
- * server's EXISTS (IDLE) or its own poll timer. Each message is leased in the state store, then
- * claimed by MOVE, run through processMessage, and filed once its reply is in the outbox. The lease
- * comes first so that a message in the processing folder always has a live holder, unless its
- * agent died: recovery then never takes a message another agent has just moved.
+ * server's EXISTS (IDLE) or its own poll timer. The work on the messages themselves (lease, MOVE,
+ * pipeline, filing) is in batches.ts; this class owns the connection, the timers, reload and shutdown.
  */
 export class Agent {
   private config: Config;
@@ -91,30 +63,22 @@ export class Agent {
   private state: ConnectionState = 'disconnected';
   private source: ImapSource | undefined;
   private lastEvent: { what: string; at: Date } | undefined;
-  private handled = 0;
   private failures = 0;
   private everConnected = false;
   private ready = false;
   private stopping = false;
   private reconnectRequested = false;
-  private mailWaiting = false;
-  private nextCatchUpAt = 0;
   private wakeUp: (() => void) | undefined;
   private smtp: { sender: SmtpSender; key: string } | undefined;
   readonly outbox: Outbox | undefined;
-  /** dry-run: what each inbox message would get, logged once. */
-  private readonly dryRunPreview: DryRunPreview;
   /** dry-run: folders already logged as missing (once per run, not per reconnect). */
   private readonly reportedMissing = new Set<string>();
-  private readonly keptLeases = new KeptLeases(() => messageLeaseMs(this.config));
-  /** Keys of messages another agent held a lease on when this one last looked (status). */
-  private readonly leasedElsewhere = new Set<string>();
+  private readonly batches: MessageBatches;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
     this.store = options.store;
     this.log = options.log;
-    this.dryRunPreview = new DryRunPreview(options.log);
     this.identity = options.identity;
     this.once = options.once ?? false;
     this.dryRun = options.dryRun ?? false;
@@ -123,6 +87,27 @@ export class Agent {
     if (!this.dryRun) {
       this.outbox = new Outbox({ store: this.store, sender: () => this.smtpSender(), log: this.log, leaseMs: outboxLeaseMs(this.config) });
     }
+    // The batches see the agent through this view: always the config in force and the open connection.
+    const agent = this;
+    this.batches = new MessageBatches({
+      get config() {
+        return agent.config;
+      },
+      store: this.store,
+      log: this.log,
+      identity: this.identity,
+      dryRun: this.dryRun,
+      once: this.once,
+      get source() {
+        return agent.source!;
+      },
+      get stopping() {
+        return agent.stopping;
+      },
+      deps: (raw) => this.deps(raw),
+      replyQueued: () => this.outbox?.kick(),
+      synced: () => (this.lastEvent = { what: 'synced', at: new Date() }),
+    });
   }
 
   status(): AgentStatus {
@@ -130,8 +115,8 @@ export class Agent {
       startedAt: this.startedAt,
       connection: this.state,
       lastImapEvent: this.lastEvent,
-      messagesHandled: this.handled,
-      waitingOnOtherAgents: this.leasedElsewhere.size,
+      messagesHandled: this.batches.handled,
+      waitingOnOtherAgents: this.batches.leasedElsewhere.size,
       mode: this.dryRun ? 'dry run' : this.once ? 'once' : undefined,
     };
   }
@@ -185,7 +170,7 @@ export class Agent {
       try {
         source = await ImapSource.connect(this.config, this.log, {
           onMail: () => {
-            this.mailWaiting = true;
+            this.batches.mailWaiting = true;
             this.wake();
           },
           onClose: () => this.wake(),
@@ -214,12 +199,12 @@ export class Agent {
       this.log.info('connected', { host: this.config.imap!.host, mailbox: source.folders.inbox, mode: source.pollSeconds ? `poll every ${source.pollSeconds}s` : 'idle' });
       try {
         this.setState('syncing');
-        await this.catchUp();
+        await this.batches.catchUp();
         this.failures = 0; // a good sync: the next outage starts with short delays again
         if (!this.ready) {
           this.ready = true;
           this.identity?.forgetDead();
-          this.log.info('ready', { mailbox: source.folders.inbox, uidValidity: source.inboxValidity, handled: this.handled, dryRun: this.dryRun });
+          this.log.info('ready', { mailbox: source.folders.inbox, uidValidity: source.inboxValidity, handled: this.batches.handled, dryRun: this.dryRun });
         }
         if (this.once) return EXIT.OK;
         await this.serve(source);
@@ -252,183 +237,22 @@ export class Agent {
       if (!source.usable) throw new Error('connection closed by the server');
       this.setState('idle');
       const now = Date.now();
-      const until = Math.min(nextKeepalive, this.nextCatchUpAt, pollMs ? nextPoll : Infinity);
-      if (!this.mailWaiting) await this.pause(until - now);
+      const until = Math.min(nextKeepalive, this.batches.nextCatchUpAt, pollMs ? nextPoll : Infinity);
+      if (!this.batches.mailWaiting) await this.pause(until - now);
       if (this.stopping || this.reconnectRequested) return;
       if (!source.usable) throw new Error('connection closed by the server');
       const after = Date.now();
-      if (after >= this.nextCatchUpAt) {
+      if (after >= this.batches.nextCatchUpAt) {
         this.setState('syncing');
-        await this.catchUp();
-      } else if (this.mailWaiting || (pollMs && after >= nextPoll)) {
+        await this.batches.catchUp();
+      } else if (this.batches.mailWaiting || (pollMs && after >= nextPoll)) {
         this.setState('syncing');
-        await this.syncInbox();
+        await this.batches.syncInbox();
       } else if (after >= nextKeepalive) {
         await source.noop();
       }
       if (pollMs && Date.now() >= nextPoll) nextPoll = Date.now() + pollMs;
       nextKeepalive = Date.now() + KEEPALIVE_MS;
-    }
-  }
-
-  /** After a (re)connect and now and then: the processing folder first, then the inbox. */
-  private async catchUp(): Promise<void> {
-    this.nextCatchUpAt = Date.now() + CATCH_UP_MS;
-    // Counted afresh: a message another agent has filed meanwhile is no longer waiting.
-    this.leasedElsewhere.clear();
-    // A dry run reads the inbox only: the processing folder is none of its business (it may not even exist).
-    if (!this.dryRun) await this.recoverProcessing();
-    await this.syncInbox();
-  }
-
-  /** Messages left in the processing folder: by a crash, a lost connection, or an agent that died. */
-  private async recoverProcessing(): Promise<void> {
-    const source = this.source!;
-    const uids = await source.listUids(source.folders.processing);
-    if (uids.length) this.log.info('recovering messages left in processing', { count: uids.length });
-    for (let i = 0; i < uids.length && !this.stopping; i += RECOVERY_BATCH) {
-      await this.work(source.folders.processing, uids.slice(i, i + RECOVERY_BATCH));
-    }
-  }
-
-  /** Claims and handles everything in the inbox, until it is empty (or the agent is stopping). */
-  private async syncInbox(): Promise<void> {
-    const source = this.source!;
-    for (;;) {
-      this.mailWaiting = false;
-      const uids = await source.listUids(source.folders.inbox);
-      if (this.dryRun) {
-        this.handled += await this.dryRunPreview.show(source, uids, this.config.limits.maxMessageBytes, (raw) => this.deps(raw));
-        break;
-      }
-      if (uids.length === 0 || this.stopping) break;
-      let claimed = 0;
-      for (let i = 0; i < uids.length && !this.stopping; i += FETCH_BATCH) claimed += await this.claimSlice(uids.slice(i, i + FETCH_BATCH));
-      // What is left is leased by other agents (they move it) or gone: listing again now would spin.
-      if (claimed === 0) break;
-      if (this.once && !this.mailWaiting) {
-        // --once handles what was there when it looked, plus what came meanwhile, then stops.
-        const more = await source.listUids(source.folders.inbox);
-        if (more.length === 0) break;
-      }
-    }
-    await source.selectInbox(); // idle where new mail arrives
-    this.lastEvent = { what: 'synced', at: new Date() };
-  }
-
-  /** Downloads messages of `folder` (cut after the size limit), each with the lease of its key taken; a message another agent holds is left out. */
-  private async fetchAndLease(folder: string, uids: number[]): Promise<Held[]> {
-    const maxBytes = this.config.limits.maxMessageBytes;
-    const fetched = [...(await this.source!.fetchSources(folder, uids, maxBytes + 1))];
-    const taken = await Promise.allSettled(
-      fetched.map(async ([uid, raw]): Promise<Held | undefined> => {
-        const key = await messageKey(raw, maxBytes);
-        const lease = await leaseMessage(this.store, this.identity!, key, messageLeaseMs(this.config));
-        if (lease) {
-          this.leasedElsewhere.delete(key);
-          return { uid, raw, key, lease };
-        }
-        // Another agent works on it, or one that crashed still holds it until its lease expires.
-        this.leasedElsewhere.add(key);
-        this.log.debug('message is being handled by another agent', { key, uid, folder });
-        return undefined;
-      }),
-    );
-    const held = taken.flatMap((t) => (t.status === 'fulfilled' && t.value ? [t.value] : []));
-    const failed = taken.find((t): t is PromiseRejectedResult => t.status === 'rejected');
-    if (failed) {
-      await Promise.all(held.map((h) => h.lease.release().catch(() => undefined)));
-      throw failed.reason;
-    }
-    return held;
-  }
-
-  /**
-   * Claims a few inbox messages: leases them, then moves the leased ones into the processing folder,
-   * and handles them there. Returns how many it moved.
-   */
-  private async claimSlice(uids: number[]): Promise<number> {
-    const source = this.source!;
-    const leased = await this.fetchAndLease(source.folders.inbox, uids);
-    if (leased.length === 0) return 0;
-    let claimed: Map<number, number> | 'unknown';
-    try {
-      claimed = await source.claim(leased.map((h) => h.uid));
-    } catch (err) {
-      await Promise.all(leased.map((h) => h.lease.release().catch(() => undefined)));
-      throw err;
-    }
-    if (claimed === 'unknown') {
-      // Without UIDPLUS the new UIDs are unknown: give the leases back and take the messages up in the processing folder.
-      await Promise.all(leased.map((h) => h.lease.release().catch(() => undefined)));
-      await this.recoverProcessing();
-      return leased.length;
-    }
-    const moved: Held[] = [];
-    for (const h of leased) {
-      const uid = claimed.get(h.uid);
-      if (uid === undefined) await h.lease.release().catch(() => undefined); // gone from the inbox meanwhile
-      else moved.push({ ...h, uid });
-    }
-    await this.handleAndFile(source.folders.processing, moved, 'inbox');
-    return moved.length;
-  }
-
-  /** Fetches, handles and files messages left in `folder`, a few at a time (memory). */
-  private async work(folder: string, uids: number[]): Promise<void> {
-    for (let i = 0; i < uids.length && !this.stopping; i += FETCH_BATCH) {
-      await this.handleAndFile(folder, await this.fetchAndLease(folder, uids.slice(i, i + FETCH_BATCH)), 'recovery');
-    }
-  }
-
-  private async handleAndFile(folder: string, held: Held[], origin: 'inbox' | 'recovery'): Promise<void> {
-    const source = this.source!;
-    const results = await mapLimit(held, CONCURRENCY, (h) => this.handle(h, origin));
-    const done = new Set<number>();
-    try {
-      for (const to of ['processed', 'rejected'] as const) {
-        const group = results.filter((r) => r.to === to).map((r) => r.uid);
-        const target = to === 'processed' ? source.folders.processed : source.folders.rejected;
-        if (group.length === 0) continue;
-        if (await source.move(group, folder, target)) group.forEach((uid) => done.add(uid));
-        else this.log.warn('could not file messages; they stay in processing', { folder: target, count: group.length });
-      }
-    } finally {
-      // Filed: keep the lease (it marks the message as done for a while); otherwise give it back.
-      await Promise.all(results.map((r) => (done.has(r.uid) ? this.keptLeases.keep(r.lease) : r.lease.release().catch(() => undefined))));
-    }
-  }
-
-  private async handle({ uid, raw, key, lease }: Held, origin: 'inbox' | 'recovery'): Promise<Handled> {
-    try {
-      if (origin === 'recovery' && (await this.store.get(key))?.state === 'replied') {
-        // Answered before the agent stopped; only the filing was missing.
-        this.log.info('handled', { key, decision: 'already-answered', uid, recovered: true });
-        return { uid, to: 'processed', lease };
-      }
-      const started = performance.now();
-      const outcome = await processMessage(raw, this.deps(raw));
-      this.handled++;
-      if (outcome.kind === 'reply') this.outbox?.kick();
-      if (outcome.kind === 'silent' && origin === 'recovery' && (await this.store.get(key))?.state === 'replied') {
-        // The outbox sent its stored reply meanwhile: answered, not rejected.
-        this.log.info('handled', { key, decision: 'already-answered', uid, recovered: true });
-        return { uid, to: 'processed', lease };
-      }
-      this.log.info('handled', {
-        key: outcome.kind === 'reply' ? outcome.key : key,
-        decision: outcome.kind === 'reply' ? outcome.decision : 'dropped',
-        ...(outcome.kind === 'silent' && { reason: outcome.reason }),
-        uid,
-        bytes: raw.length,
-        ...(origin === 'recovery' && { recovered: true }),
-        ms: Math.round(performance.now() - started),
-      });
-      return { uid, to: filing(outcome), lease };
-    } catch (err) {
-      this.log.error('message not handled; it stays in processing and is tried again', { key, uid, err });
-      this.nextCatchUpAt = Math.min(this.nextCatchUpAt, Date.now() + RETRY_FAILED_MS);
-      return { uid, lease };
     }
   }
 
@@ -469,7 +293,7 @@ export class Agent {
     }
     this.smtp?.sender.close();
     this.smtp = undefined;
-    await this.keptLeases.releaseAll();
+    await this.batches.releaseKept();
     this.setState('disconnected');
   }
 
@@ -497,22 +321,4 @@ export class Agent {
       this.wakeUp = done;
     });
   }
-}
-
-/** Processed once a reply is queued; Rejected for refusals and silence. */
-function filing(outcome: Outcome): 'processed' | 'rejected' {
-  return outcome.kind === 'reply' && outcome.decision !== 'rejected' ? 'processed' : 'rejected';
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
