@@ -68,6 +68,17 @@ const commands: CommandEntry[] = [
     load: () => require('./commands/config'),
   },
   {
+    command: 'auth <action>',
+    describe: 'OAuth2 login of the mailbox: device login (prints a URL and a code) or its status',
+    flags: (y) =>
+      y
+        .positional('action', { choices: ['login', 'status'] as const, describe: 'What to do' })
+        .option('for', { choices: ['imap', 'smtp'] as const, describe: 'Only this login (default: both)' })
+        .option('provider', { choices: ['google', 'microsoft', 'generic'] as const, describe: 'Only logins with this provider (login)' })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output (status)' }),
+    load: () => require('./commands/auth'),
+  },
+  {
     command: 'completion [shell]',
     describe: 'Print a shell completion script (default: for $SHELL)',
     flags: (y) => y.positional('shell', { choices: ['bash', 'zsh'] as const, describe: 'The shell' }),

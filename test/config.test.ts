@@ -149,4 +149,23 @@ test('syntax errors and missing files are configuration errors (exit 78)', async
 });
 
 test.after(cleanup);
+test('oauth2 logins: checked with their JSON path; the schema agrees', () => {
+  const raw = structuredClone(example);
+  raw.imap = { host: 'imap.example.com', user: 'agent@example.com', password: { env: 'X' }, oauth2: { provider: 'generic', clientId: 'mailagent' } };
+  raw.smtp = { host: 'smtp.example.com', oauth2: { provider: 'google', clientId: 'id', tenant: 'contoso', tokenUrl: 'https://x/token' } };
+  assert.equal(problemsOf(raw).sort(), [
+    'imap.oauth2.tokenUrl: is required for provider generic',
+    'imap.password: use either password or oauth2, not both',
+    'smtp.oauth2.tenant: is only for provider microsoft',
+    'smtp.oauth2.tokenUrl: is only for provider generic (google\'s endpoints are built in)',
+    'smtp.user: is required with oauth2 (the account the tokens are for)',
+  ]);
+  const good = structuredClone(example);
+  good.imap = { host: 'outlook.office365.com', port: 993, secure: true, user: 'agent@contoso.com', oauth2: { provider: 'microsoft', clientId: '00000000-0000-0000-0000-000000000000', tenant: 'contoso.onmicrosoft.com' } };
+  good.smtp = { host: 'smtp.office365.com', port: 587, requireTLS: true, user: 'agent@contoso.com', oauth2: { provider: 'microsoft', clientId: '00000000-0000-0000-0000-000000000000', tenant: 'contoso.onmicrosoft.com' } };
+  assert.equal(problemsOf(good), []);
+  const validate = new Ajv({ allErrors: true, strict: false }).compile(schema);
+  assert.ok(validate(good), JSON.stringify(validate.errors));
+});
+
 test.run();

@@ -59,10 +59,31 @@ function crossCheck(raw: Record<string, any>, schemaProblems: Problem[]): Proble
       }
     });
   });
+  for (const which of ['imap', 'smtp'] as const) {
+    const section = raw[which];
+    if (section?.oauth2 === undefined || broken(which)) continue;
+    problems.push(...oauth2Problems(section, which));
+  }
   for (const [name, service] of Object.entries(services)) {
     const section = raw.services?.[name];
     if (section !== undefined && !broken(`services.${name}`)) problems.push(...service.checkConfig(section, `services.${name}`));
   }
+  return problems;
+}
+
+/** An OAuth2 login: no password beside it, a user to log in as, the endpoints its provider needs. */
+function oauth2Problems(section: { user?: string; password?: unknown; oauth2: Record<string, unknown> }, which: string): Problem[] {
+  const problems: Problem[] = [];
+  const o = section.oauth2;
+  if (section.password !== undefined) problems.push({ path: `${which}.password`, message: 'use either password or oauth2, not both' });
+  if (!section.user) problems.push({ path: `${which}.user`, message: 'is required with oauth2 (the account the tokens are for)' });
+  if (o.provider === 'generic' && o.tokenUrl === undefined) problems.push({ path: `${which}.oauth2.tokenUrl`, message: 'is required for provider generic' });
+  if (o.provider !== 'generic') {
+    for (const key of ['tokenUrl', 'deviceAuthorizationUrl', 'issuer']) {
+      if (o[key] !== undefined) problems.push({ path: `${which}.oauth2.${key}`, message: `is only for provider generic (${o.provider}'s endpoints are built in)` });
+    }
+  }
+  if (o.tenant !== undefined && o.provider !== 'microsoft') problems.push({ path: `${which}.oauth2.tenant`, message: 'is only for provider microsoft' });
   return problems;
 }
 

@@ -237,6 +237,24 @@ export interface SecurityConfig {
   repliesPerHour: number;
 }
 
+/** Log in with OAuth 2 access tokens (XOAUTH2 / OAUTHBEARER) instead of a password. */
+export interface OAuth2Config {
+  provider: 'google' | 'microsoft' | 'generic';
+  clientId: string;
+  /** Absent for public clients (the device login of an installed application). */
+  clientSecret?: SecretRef;
+  /** microsoft: the directory (tenant) id or domain (default "organizations"). */
+  tenant?: string;
+  /** generic: the token endpoint (required), its device authorization endpoint, and the issuer (default: the token URL's origin). */
+  tokenUrl?: string;
+  deviceAuthorizationUrl?: string;
+  issuer?: string;
+  /** Default: what the provider needs for IMAP and SMTP. */
+  scopes?: string[];
+  /** Where the refresh token is kept (mode 0600); default: oauth2-<user>.json beside the state file. */
+  tokenFile?: string;
+}
+
 export interface SmtpConfig {
   host: string;
   port?: number;
@@ -245,6 +263,8 @@ export interface SmtpConfig {
   rejectUnauthorized?: boolean;
   user?: string;
   password?: SecretRef;
+  /** Instead of a password: OAuth 2 tokens for `user`. */
+  oauth2?: OAuth2Config;
   timeoutSeconds?: number;
 }
 
@@ -257,6 +277,8 @@ export interface ImapConfig {
   rejectUnauthorized?: boolean;
   user: string;
   password?: SecretRef;
+  /** Instead of a password: OAuth 2 tokens for `user`. */
+  oauth2?: OAuth2Config;
   /** Where requests arrive (default INBOX). */
   mailbox?: string;
   /** Created when missing. Defaults: Processing, Processed, Rejected. */

@@ -32,8 +32,23 @@ const SECRET_NAME = /pass(word)?$|passwd|secret|otp$|token|credential|authorizat
 const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*):[^\s@/]*@/gi;
 export const REDACTED = '[redacted]';
 
+/** Secret values known at run time (OAuth2 tokens): never written, whatever field or message holds them. */
+const runtimeSecrets = new Set<string>();
+
+/** From now on `value` is replaced by [redacted] wherever it would appear in a log line. */
+export function neverLog(value: string | undefined): void {
+  // Short strings would redact ordinary words; tokens are long.
+  if (value && value.length >= 16) runtimeSecrets.add(value);
+}
+
+function withoutRuntimeSecrets(text: string): string {
+  let out = text;
+  for (const secret of runtimeSecrets) if (out.includes(secret)) out = out.split(secret).join(REDACTED);
+  return out;
+}
+
 function redactValue(value: unknown, depth: number): unknown {
-  if (typeof value === 'string') return value.replace(URL_CREDENTIALS, '$1:***@');
+  if (typeof value === 'string') return withoutRuntimeSecrets(value.replace(URL_CREDENTIALS, '$1:***@'));
   if (value instanceof Error) {
     const out: LogFields = { message: redactValue(value.message, depth) };
     const code = (value as NodeJS.ErrnoException).code;

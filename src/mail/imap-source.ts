@@ -2,6 +2,7 @@ import type { ImapFlow } from 'imapflow';
 import type { Config, ImapConfig } from '../config/types';
 import { resolveSecret } from '../config/secrets';
 import type { Logger } from '../core/log';
+import { tokensFor } from './oauth2';
 
 /** The folders a request travels through: arrives in inbox → processing → processed | rejected. */
 export interface Folders {
@@ -72,8 +73,23 @@ export class ImapSource {
     this.readOnly = readOnly;
   }
 
-  /** Connects, logs in, creates missing folders (read-only: reports them) and selects the inbox. */
+  /**
+   * Connects, logs in, creates missing folders (read-only: reports them) and selects the inbox.
+   * With OAuth2, a refused access token is refreshed once and the login tried again.
+   */
   static async connect(config: Config, log: Logger, events: ImapSourceEvents, options: ImapSourceOptions = {}): Promise<ImapSource> {
+    const tokens = tokensFor(config, 'imap');
+    if (!tokens) return ImapSource.open(config, log, events, options);
+    try {
+      return await ImapSource.open(config, log, events, options, await tokens.accessToken());
+    } catch (err) {
+      if (!authenticationFailed(err)) throw err;
+      log.info('IMAP refused the OAuth2 access token: refreshing it and logging in again', { user: config.imap!.user });
+      return ImapSource.open(config, log, events, options, await tokens.accessToken(true));
+    }
+  }
+
+  private static async open(config: Config, log: Logger, events: ImapSourceEvents, options: ImapSourceOptions, accessToken?: string): Promise<ImapSource> {
     const imap = config.imap!;
     const { ImapFlow } = require('imapflow') as typeof import('imapflow');
     const poll = (imap.pollSeconds ?? 0) > 0;
@@ -83,7 +99,7 @@ export class ImapSource {
       port: imap.port ?? (imap.secure ? 993 : 143),
       secure: imap.secure ?? false,
       tls: { rejectUnauthorized: imap.rejectUnauthorized ?? true },
-      auth: { user: imap.user, pass: imap.password ? resolveSecret(imap.password, config.file, 'imap.password') : '' },
+      auth: accessToken ? { user: imap.user, accessToken } : { user: imap.user, pass: imap.password ? resolveSecret(imap.password, config.file, 'imap.password') : '' },
       logger: { debug: () => {}, info: () => {}, warn: quiet, error: quiet },
       autoIdleDelay: AUTO_IDLE_DELAY_MS,
       maxIdleTime: IDLE_RESTART_MS,

@@ -1,6 +1,7 @@
 import type { Config, SmtpConfig } from '../config/types';
 import { resolveSecret } from '../config/secrets';
 import { smtpTransportOptions } from '../core/smtp-options';
+import { tokensFor } from './oauth2';
 import type { ReplyMessage } from './reply';
 
 type Envelope = { from: string; to: string[] };
@@ -14,7 +15,17 @@ export interface SmtpSender {
 }
 
 function transportOptions(config: Config, smtp: SmtpConfig) {
-  return smtpTransportOptions(smtp, smtp.user && smtp.password ? resolveSecret(smtp.password, config.file, 'smtp.password') : undefined);
+  const options = smtpTransportOptions(smtp, smtp.user && smtp.password ? resolveSecret(smtp.password, config.file, 'smtp.password') : undefined);
+  const tokens = tokensFor(config, 'smtp');
+  if (!tokens) return options;
+  // XOAUTH2: nodemailer asks for a token per login, and again with `renew` when the server refused it.
+  const provisionCallback = (_user: string, renew: boolean, done: (err: Error | null, token?: string, expires?: number) => void) => {
+    tokens.token(renew).then(
+      (t) => done(null, t.accessToken, t.expiresAt),
+      (err: Error) => done(err),
+    );
+  };
+  return { ...options, auth: { type: 'OAuth2' as const, user: smtp.user!, provisionCallback } };
 }
 
 /**
