@@ -79,6 +79,12 @@ const commands: CommandEntry[] = [
     load: () => require('./commands/auth'),
   },
   {
+    command: 'health',
+    describe: 'Is the agent working? From the state store; exit 0 healthy, 1 degraded, 2 down, 3 unknown',
+    flags: (y) => y.option('json', { type: 'boolean', describe: 'Machine-readable output' }),
+    load: () => require('./commands/health'),
+  },
+  {
     command: 'completion [shell]',
     describe: 'Print a shell completion script (default: for $SHELL)',
     flags: (y) => y.positional('shell', { choices: ['bash', 'zsh'] as const, describe: 'The shell' }),

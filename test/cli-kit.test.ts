@@ -250,7 +250,7 @@ const lines = (text: string) => text.split('\n').filter(Boolean);
 test('completion: the executable lists subcommands, flags and the users actions', () => {
   const top = mailagent(['--get-yargs-completions', 'mailagent', ''], { SHELL: '/bin/bash' });
   assert.is(top.status, 0, top.stderr);
-  assert.equal(lines(top.stdout), ['watch', 'run', 'users', 'test-service', 'config', 'auth', 'completion', 'help']);
+  assert.equal(lines(top.stdout), ['watch', 'run', 'users', 'test-service', 'config', 'auth', 'health', 'completion', 'help']);
   const users = lines(mailagent(['--get-yargs-completions', 'mailagent', 'users', ''], { SHELL: '/bin/bash' }).stdout);
   for (const action of ['list', 'add', 'remove', 'set-roles', 'enroll-totp', 'set-pgp-key']) assert.ok(users.includes(action), `users ${action}: ${users}`);
   assert.equal(lines(mailagent(['--get-yargs-completions', 'mailagent', 'users', 'set-'], { SHELL: '/bin/bash' }).stdout), ['set-roles', 'set-pgp-key']);

@@ -5,7 +5,7 @@ import { EXIT, UserError } from '../core/errors';
 import { services } from '../services/registry';
 import schema from '../../config.schema.json';
 import { checkSchema, type Problem, type SchemaNode } from './schema-check';
-import { DEFAULT_LIMITS, DEFAULT_SECURITY, type Config, type UserConfig } from './types';
+import { DEFAULT_HEALTH, DEFAULT_LIMITS, DEFAULT_SECURITY, type Config, type UserConfig } from './types';
 
 const MODULE_NAME = 'mailagent';
 /** .mjs/.js (ESM) configs are not offered: the single binary cannot import() at run time. */
@@ -141,6 +141,7 @@ export function validateConfig(input: unknown, file: string): Config {
     secretsFile: absolutise(cfg.secretsFile ?? join(stateDir(), 'secrets.json'), file),
     roles: cfg.roles ?? {},
     security: { ...DEFAULT_SECURITY, ...cfg.security },
+    health: { ...DEFAULT_HEALTH, ...cfg.health },
     services,
   };
 }

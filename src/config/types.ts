@@ -306,6 +306,20 @@ export interface Limits {
   tableRowsInBody: number;
 }
 
+/** When `mailagent health` calls the agent degraded or down, and how often watch checks its IMAP connection. */
+export interface HealthConfig {
+  /** A NOOP (or a sync) at least this often, also while idle, proves the IMAP connection alive (default 60). */
+  imapCheckSeconds: number;
+  /** No good IMAP round trip for this long: degraded (default 180). */
+  degradedAfterSeconds: number;
+  /** No good IMAP round trip for this long, or no agent reporting: down (default 600). */
+  downAfterSeconds: number;
+  /** A reply waiting in the outbox longer than this: degraded (default 600). */
+  outboxDegradedSeconds: number;
+}
+
+export const DEFAULT_HEALTH: HealthConfig = { imapCheckSeconds: 60, degradedAfterSeconds: 180, downAfterSeconds: 600, outboxDegradedSeconds: 600 };
+
 export interface Config {
   /** Absolute path of the file this came from; secrets and relative paths resolve against its folder. */
   file: string;
@@ -322,6 +336,7 @@ export interface Config {
   secretsFile: string;
   roles: Record<string, string[]>;
   security: SecurityConfig;
+  health: HealthConfig;
   services: ServicesConfig;
 }
 

@@ -12,6 +12,7 @@ import type { Notice } from '../services/types';
 import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { MessageBatches } from './batches';
+import { HealthRecorder } from './health-record';
 import { envelopeSenderOf } from './headers';
 import type { AgentIdentity } from './leases';
 
@@ -34,7 +35,7 @@ export interface AgentOptions {
   drainMs?: number;
 }
 
-/** NOOP while idle, so that a dead connection is noticed and middleboxes keep it open. */
+/** NOOP while idle at least this often (health.imapCheckSeconds may ask for more), so that a dead connection is noticed and middleboxes keep it open. */
 const KEEPALIVE_MS = 2 * 60_000;
 
 /** Reconnect delay after n failed attempts: 250 ms · 1.6ⁿ, at most 30 s, ± 20 %. */
@@ -68,6 +69,10 @@ export class Agent {
   private ready = false;
   private stopping = false;
   private reconnectRequested = false;
+  /** The last IMAP round trip that completed (login, sync, NOOP): what health and the watchdog judge. */
+  private lastImapOkAt: number | undefined;
+  private lastSyncAt: number | undefined;
+  private readonly health: HealthRecorder | undefined;
   private wakeUp: (() => void) | undefined;
   private smtp: { sender: SmtpSender; key: string } | undefined;
   readonly outbox: Outbox | undefined;
@@ -106,8 +111,27 @@ export class Agent {
       },
       deps: (raw) => this.deps(raw),
       replyQueued: () => this.outbox?.kick(),
-      synced: () => (this.lastEvent = { what: 'synced', at: new Date() }),
+      synced: () => {
+        this.lastEvent = { what: 'synced', at: new Date() };
+        this.lastSyncAt = this.lastImapOkAt = Date.now();
+      },
     });
+    // Only a long-lived agent reports its health (a dry run or --once is not watching).
+    if (this.identity && !this.once && !this.dryRun) {
+      this.health = new HealthRecorder(() => this.config, this.identity.owner, () => this.facts(), this.log);
+    }
+  }
+
+  /** The agent's current facts for its health record. */
+  private facts() {
+    return {
+      connection: this.state,
+      ...(this.lastImapOkAt !== undefined && { lastImapOkAt: this.lastImapOkAt }),
+      ...(this.lastSyncAt !== undefined && { lastSyncAt: this.lastSyncAt }),
+      ...(this.batches.lastHandledAt !== undefined && { lastHandledAt: this.batches.lastHandledAt }),
+      handled: this.batches.handled,
+      waitingOnOtherAgents: this.batches.leasedElsewhere.size,
+    };
   }
 
   status(): AgentStatus {
@@ -156,10 +180,12 @@ export class Agent {
   async run(): Promise<number> {
     this.outbox?.start();
     this.outbox?.kick(); // replies left by an earlier run
+    this.health?.start();
     try {
       return await this.loop();
     } finally {
       await this.shutdown();
+      await this.health?.stop();
     }
   }
 
@@ -195,6 +221,7 @@ export class Agent {
       }
       this.source = source;
       this.everConnected = true;
+      this.lastImapOkAt = Date.now();
       this.reconnectRequested = false;
       this.log.info('connected', { host: this.config.imap!.host, mailbox: source.folders.inbox, mode: source.pollSeconds ? `poll every ${source.pollSeconds}s` : 'idle' });
       try {
@@ -232,7 +259,8 @@ export class Agent {
   private async serve(source: ImapSource): Promise<void> {
     const pollMs = source.pollSeconds * 1000;
     let nextPoll = Date.now() + pollMs;
-    let nextKeepalive = Date.now() + KEEPALIVE_MS;
+    const keepaliveMs = () => Math.min(KEEPALIVE_MS, this.config.health.imapCheckSeconds * 1000);
+    let nextKeepalive = Date.now() + keepaliveMs();
     while (!this.stopping && !this.reconnectRequested) {
       if (!source.usable) throw new Error('connection closed by the server');
       this.setState('idle');
@@ -250,9 +278,10 @@ export class Agent {
         await this.batches.syncInbox();
       } else if (after >= nextKeepalive) {
         await source.noop();
+        this.lastImapOkAt = Date.now();
       }
       if (pollMs && Date.now() >= nextPoll) nextPoll = Date.now() + pollMs;
-      nextKeepalive = Date.now() + KEEPALIVE_MS;
+      nextKeepalive = Date.now() + keepaliveMs();
     }
   }
 

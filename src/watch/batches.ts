@@ -62,8 +62,9 @@ interface Handled {
  * has just moved. The reconnect state machine around it is in agent.ts.
  */
 export class MessageBatches {
-  /** Messages run through the pipeline since the start. */
+  /** Messages run through the pipeline since the start, and when the last one was (epoch ms). */
   handled = 0;
+  lastHandledAt: number | undefined;
   /** The server said new mail arrived since the inbox was last looked through. */
   mailWaiting = false;
   /** When the next full catch-up is due (epoch ms). */
@@ -222,6 +223,7 @@ export class MessageBatches {
       const started = performance.now();
       const outcome = await processMessage(raw, this.host.deps(raw));
       this.handled++;
+      this.lastHandledAt = Date.now();
       if (outcome.kind === 'reply') this.host.replyQueued();
       if (outcome.kind === 'silent' && origin === 'recovery' && (await this.host.store.get(key))?.state === 'replied') {
         // The outbox sent its stored reply meanwhile: answered, not rejected.
