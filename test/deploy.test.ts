@@ -428,12 +428,15 @@ test('systemd unit: hardened as documented, and systemd-analyze accepts it', () 
     ProtectKernelTunables: 'yes', ProtectControlGroups: 'yes', RestrictSUIDSGID: 'yes', LockPersonality: 'yes',
     RestrictRealtime: 'yes', CapabilityBoundingSet: '', SystemCallArchitectures: 'native',
     ExecStart: `${PLACEHOLDER_BINARY} watch --config ${PLACEHOLDER_CONFIG}`,
+    Type: 'notify', NotifyAccess: 'all',
   };
   for (const [key, value] of Object.entries(expected)) assert.is(one(key), value, key);
   assert.ok(settings.get('ReadWritePaths')?.some((v) => v.split(/\s+/).includes('/var/lib/mailagent')), 'ReadWritePaths=/var/lib/mailagent');
   // The drain (10 s) + scheduler (1 s) + exit grace (2 s) must fit before SIGKILL.
   assert.ok(parseInt(one('TimeoutStopSec') ?? '0', 10) >= 15, `TimeoutStopSec=${one('TimeoutStopSec')}`);
   assert.not.ok(settings.has('MemoryDenyWriteExecute'), 'V8 needs W+X memory');
+  // The watchdog must outlast the time health needs to call the agent degraded (default 180 s).
+  assert.ok(parseInt(one('WatchdogSec') ?? '0', 10) > 180, `WatchdogSec=${one('WatchdogSec')}`);
 
   const tool = spawnSync('systemd-analyze', ['--version']);
   if (tool.error) {

@@ -13,6 +13,7 @@ import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { MessageBatches } from './batches';
 import { HealthRecorder } from './health-record';
+import { SystemdNotifier } from './systemd';
 import { envelopeSenderOf } from './headers';
 import type { AgentIdentity } from './leases';
 
@@ -73,6 +74,8 @@ export class Agent {
   private lastImapOkAt: number | undefined;
   private lastSyncAt: number | undefined;
   private readonly health: HealthRecorder | undefined;
+  /** Set when systemd started the agent as Type=notify. */
+  private readonly systemd: SystemdNotifier | undefined;
   private wakeUp: (() => void) | undefined;
   private smtp: { sender: SmtpSender; key: string } | undefined;
   readonly outbox: Outbox | undefined;
@@ -116,6 +119,7 @@ export class Agent {
         this.lastSyncAt = this.lastImapOkAt = Date.now();
       },
     });
+    this.systemd = this.once || this.dryRun ? undefined : SystemdNotifier.fromEnv(process.env, this.log);
     // Only a long-lived agent reports its health (a dry run or --once is not watching).
     if (this.identity && !this.once && !this.dryRun) {
       this.health = new HealthRecorder(() => this.config, this.identity.owner, () => this.facts(), this.log);
@@ -181,12 +185,47 @@ export class Agent {
     this.outbox?.start();
     this.outbox?.kick(); // replies left by an earlier run
     this.health?.start();
+    const watchdog = this.startWatchdog();
     try {
       return await this.loop();
     } finally {
+      clearInterval(watchdog);
+      void this.systemd?.stopping();
       await this.shutdown();
       await this.health?.stop();
     }
+  }
+
+  /** Whether the IMAP loop works: a round trip completed recently (what health calls not degraded). */
+  private imapHealthy(): boolean {
+    return this.lastImapOkAt !== undefined && Date.now() - this.lastImapOkAt < this.config.health.degradedAfterSeconds * 1000;
+  }
+
+  /** For systemctl status: when the inbox was last synced, the outbox depth, the work done. */
+  private async statusLine(): Promise<string> {
+    const outbox = await this.store.outboxStats().catch(() => undefined);
+    const synced = this.lastSyncAt === undefined ? 'not synced yet' : `synced ${Math.round((Date.now() - this.lastSyncAt) / 1000)} s ago`;
+    return `${this.state}, ${synced}; outbox ${outbox ? `${outbox.depth} waiting` : 'unknown'}; ${this.batches.handled} handled`;
+  }
+
+  /**
+   * Under systemd with WatchdogSec=, pings at half that interval, but only while the IMAP loop is
+   * healthy: an agent whose connection hangs stops pinging, and systemd restarts it.
+   */
+  private startWatchdog(): NodeJS.Timeout | undefined {
+    const every = this.systemd?.watchdogMs;
+    if (!every) return undefined;
+    let silent = false;
+    return setInterval(() => {
+      if (!this.ready || this.stopping) return;
+      if (this.imapHealthy()) {
+        silent = false;
+        void this.statusLine().then((status) => this.systemd!.alive(status));
+      } else if (!silent) {
+        silent = true;
+        this.log.warn('watchdog: no IMAP round trip for too long, systemd is no longer told the agent is alive', { lastImapOkAt: this.lastImapOkAt && new Date(this.lastImapOkAt).toISOString() });
+      }
+    }, Math.max(250, every / 2));
   }
 
   private async loop(): Promise<number> {
@@ -232,6 +271,7 @@ export class Agent {
           this.ready = true;
           this.identity?.forgetDead();
           this.log.info('ready', { mailbox: source.folders.inbox, uidValidity: source.inboxValidity, handled: this.batches.handled, dryRun: this.dryRun });
+          void this.systemd?.ready(await this.statusLine());
         }
         if (this.once) return EXIT.OK;
         await this.serve(source);
