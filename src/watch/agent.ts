@@ -245,7 +245,12 @@ export class Agent {
         if (err instanceof UserError) throw err; // a secret that cannot be read: a config problem
         const imap = this.config.imap!;
         if (authenticationFailed(err) && (this.once || !this.everConnected)) {
-          this.log.error('IMAP login refused: check imap.user and imap.password', { host: imap.host, user: imap.user });
+          this.log.error(
+            imap.oauth2
+              ? 'IMAP login refused even with a freshly refreshed OAuth2 token: check the app registration, its scopes and that IMAP is enabled for the mailbox (mailagent auth status)'
+              : 'IMAP login refused: check imap.user and imap.password',
+            { host: imap.host, user: imap.user },
+          );
           return EXIT.CONFIG;
         }
         if (this.once) {
