@@ -46,7 +46,7 @@ test('every problem is reported at once, each with its JSON path', () => {
     'smtp.port: expected integer, got string',
     'smtp.password: expected one of { "env": … } or { "file": … }',
     'services.db.databases.inventory.queries.host.params.hostname.type: expected one of "string", "int", "number", "date", "bool", "enum", got "text"',
-    'surprise: unknown key (expected one of: agent, smtp, imap, state, audit, limits, usersFile, secretsFile, security, health, users, roles, services)',
+    'surprise: unknown key (expected one of: agent, smtp, imap, state, audit, limits, usersFile, secretsFile, security, health, heartbeat, users, roles, services)',
     'users[0].roles[1]: role "superuser" is not defined in roles',
   ]);
 });

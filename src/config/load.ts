@@ -5,7 +5,7 @@ import { EXIT, UserError } from '../core/errors';
 import { services } from '../services/registry';
 import schema from '../../config.schema.json';
 import { checkSchema, type Problem, type SchemaNode } from './schema-check';
-import { DEFAULT_HEALTH, DEFAULT_LIMITS, DEFAULT_SECURITY, type Config, type UserConfig } from './types';
+import { DEFAULT_HEALTH, DEFAULT_HEARTBEAT, DEFAULT_LIMITS, DEFAULT_SECURITY, type Config, type UserConfig } from './types';
 
 const MODULE_NAME = 'mailagent';
 /** .mjs/.js (ESM) configs are not offered: the single binary cannot import() at run time. */
@@ -64,6 +64,7 @@ function crossCheck(raw: Record<string, any>, schemaProblems: Problem[]): Proble
     if (section?.oauth2 === undefined || broken(which)) continue;
     problems.push(...oauth2Problems(section, which));
   }
+  if (raw.heartbeat !== undefined && !broken('heartbeat')) problems.push(...heartbeatProblems(raw));
   for (const [name, service] of Object.entries(services)) {
     const section = raw.services?.[name];
     if (section !== undefined && !broken(`services.${name}`)) problems.push(...service.checkConfig(section, `services.${name}`));
@@ -84,6 +85,23 @@ function oauth2Problems(section: { user?: string; password?: unknown; oauth2: Re
     }
   }
   if (o.tenant !== undefined && o.provider !== 'microsoft') problems.push({ path: `${which}.oauth2.tenant`, message: 'is only for provider microsoft' });
+  return problems;
+}
+
+/**
+ * The heartbeat's mail alert must not depend on the path it reports on: another SMTP server than
+ * smtp, another mailbox than the agent's (where it would also be dropped as our own mail).
+ */
+function heartbeatProblems(raw: Record<string, any>): Problem[] {
+  const mail = raw.heartbeat.alert?.mail;
+  if (mail === undefined) return [];
+  const problems: Problem[] = [];
+  const agent = typeof raw.agent?.address === 'string' ? raw.agent.address.toLowerCase() : undefined;
+  if (mail.to.toLowerCase() === agent) problems.push({ path: 'heartbeat.alert.mail.to', message: 'must not be agent.address (the alert would go down the path it reports on)' });
+  if (typeof raw.smtp?.host === 'string' && mail.smtp.host.toLowerCase() === raw.smtp.host.toLowerCase()) {
+    problems.push({ path: 'heartbeat.alert.mail.smtp.host', message: 'must be another SMTP server than smtp.host (the alert would go down the path it reports on)' });
+  }
+  if (mail.smtp.oauth2 !== undefined) problems.push({ path: 'heartbeat.alert.mail.smtp.oauth2', message: 'is not supported for the alert server: use user and password' });
   return problems;
 }
 
@@ -142,6 +160,7 @@ export function validateConfig(input: unknown, file: string): Config {
     roles: cfg.roles ?? {},
     security: { ...DEFAULT_SECURITY, ...cfg.security },
     health: { ...DEFAULT_HEALTH, ...cfg.health },
+    ...(cfg.heartbeat !== undefined && { heartbeat: { ...DEFAULT_HEARTBEAT, ...cfg.heartbeat } }),
     services,
   };
 }

@@ -320,6 +320,20 @@ export interface HealthConfig {
 
 export const DEFAULT_HEALTH: HealthConfig = { imapCheckSeconds: 60, degradedAfterSeconds: 180, downAfterSeconds: 600, outboxDegradedSeconds: 600 };
 
+/** Where a heartbeat alert goes: a command (argv, no shell) or an address through an SMTP server of its own. */
+export type HeartbeatAlert = { command: string[] } | { mail: { to: string; smtp: SmtpConfig; from?: string } };
+
+/** `watch` mails a probe to its own mailbox now and then; one not back in time raises an alert through a second channel. */
+export interface HeartbeatConfig {
+  /** A probe this often (default 600). */
+  everySeconds: number;
+  /** A probe not back within this many seconds: failing (default 300). */
+  timeoutSeconds: number;
+  alert: HeartbeatAlert;
+}
+
+export const DEFAULT_HEARTBEAT = { everySeconds: 600, timeoutSeconds: 300 };
+
 export interface Config {
   /** Absolute path of the file this came from; secrets and relative paths resolve against its folder. */
   file: string;
@@ -337,6 +351,8 @@ export interface Config {
   roles: Record<string, string[]>;
   security: SecurityConfig;
   health: HealthConfig;
+  /** Absent: no heartbeat. */
+  heartbeat?: HeartbeatConfig;
   services: ServicesConfig;
 }
 

@@ -8,11 +8,13 @@ import { authenticationFailed, ImapSource } from '../mail/imap-source';
 import { Outbox, outboxLeaseMs } from '../mail/outbox';
 import { createSmtpSender, type SmtpSender } from '../mail/smtp';
 import { drainWork } from '../services/follow-up';
+import { serviceStoreFor } from '../services/stores';
 import type { Notice } from '../services/types';
 import { fileAudit, type AuditSink } from '../state/audit';
 import type { StateStore } from '../state/store';
 import { MessageBatches } from './batches';
 import { HealthRecorder } from './health-record';
+import { Heartbeat } from './heartbeat';
 import { SystemdNotifier } from './systemd';
 import { envelopeSenderOf } from './headers';
 import type { AgentIdentity } from './leases';
@@ -74,6 +76,8 @@ export class Agent {
   private lastImapOkAt: number | undefined;
   private lastSyncAt: number | undefined;
   private readonly health: HealthRecorder | undefined;
+  /** End-to-end probes through SMTP and back over IMAP, when configured. */
+  private readonly heartbeat: Heartbeat | undefined;
   /** Set when systemd started the agent as Type=notify. */
   private readonly systemd: SystemdNotifier | undefined;
   private wakeUp: (() => void) | undefined;
@@ -95,6 +99,17 @@ export class Agent {
     if (!this.dryRun) {
       this.outbox = new Outbox({ store: this.store, sender: () => this.smtpSender(), log: this.log, leaseMs: outboxLeaseMs(this.config) });
     }
+    if (this.identity && !this.dryRun) {
+      // Created without a heartbeat section too: probes still in flight after a reload are filed, not answered.
+      this.heartbeat = new Heartbeat({
+        config: () => this.config,
+        owner: this.identity.owner,
+        log: this.log,
+        store: () => serviceStoreFor(this.config),
+        // The real SMTP path the replies take: that is what the probe tests.
+        send: (envelope, raw) => this.smtpSender().send(envelope, raw),
+      });
+    }
     // The batches see the agent through this view: always the config in force and the open connection.
     const agent = this;
     this.batches = new MessageBatches({
@@ -113,6 +128,7 @@ export class Agent {
         return agent.stopping;
       },
       deps: (raw) => this.deps(raw),
+      heartbeat: this.heartbeat,
       replyQueued: () => this.outbox?.kick(),
       synced: () => {
         this.lastEvent = { what: 'synced', at: new Date() };
@@ -185,12 +201,15 @@ export class Agent {
     this.outbox?.start();
     this.outbox?.kick(); // replies left by an earlier run
     this.health?.start();
+    if (!this.once) this.heartbeat?.start();
     const watchdog = this.startWatchdog();
     try {
       return await this.loop();
     } finally {
       clearInterval(watchdog);
       void this.systemd?.stopping();
+      // Before the SMTP sender closes: a tick in progress may be sending a probe.
+      await this.heartbeat?.stop();
       await this.shutdown();
       await this.health?.stop();
     }

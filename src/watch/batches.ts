@@ -33,6 +33,8 @@ export interface BatchHost {
   /** Set once SIGTERM arrived: take nothing new. */
   readonly stopping: boolean;
   deps(raw: Buffer): PipelineDeps;
+  /** Recognises the agent's own heartbeat probes (authenticated): they are filed without a reply. */
+  readonly heartbeat?: { accept(raw: Buffer): Promise<boolean> };
   /** A reply is in the outbox: send it now rather than at the next pass. */
   replyQueued(): void;
   /** The inbox has been looked through (for status). */
@@ -218,6 +220,11 @@ export class MessageBatches {
       if (origin === 'recovery' && (await this.host.store.get(key))?.state === 'replied') {
         // Answered before the agent stopped; only the filing was missing.
         this.host.log.info('handled', { key, decision: 'already-answered', uid, recovered: true });
+        return { uid, to: 'processed', lease };
+      }
+      // Before the pipeline, which would drop a probe as automatic mail of our own.
+      if (await this.host.heartbeat?.accept(raw)) {
+        this.host.log.debug('handled', { key, decision: 'heartbeat probe', uid });
         return { uid, to: 'processed', lease };
       }
       const started = performance.now();
