@@ -23,7 +23,7 @@ import {
 import { createConnection, createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
-import { alive, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
+import { alive, readPid, reapStale, registerDaemon, removeDir, signal, tail, unregisterDaemon, waitFor } from './safety-net';
 
 export { alive } from './safety-net';
 
@@ -154,13 +154,7 @@ function systemDaemonPids(): number[] {
 // ---------------------------------------------------------------------------------------------
 // Processes, ports, small helpers
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch { /* gone */ }
-}
 
 /**
  * Processes that belong to the stack in `dir`: Postfix daemons have their cwd in its queue
@@ -238,16 +232,6 @@ export function portBindable(port: number): Promise<boolean> {
   });
 }
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, logHint?: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let delay = 5;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`mailstack: timed out waiting for ${what}${logHint ? `\n${logHint()}` : ''}`);
-    await sleep(delay);
-    delay = Math.min(delay * 2, 50);
-  }
-}
 
 /**
  * Run a command that daemonizes. Its output goes to a file, not a pipe: the daemon's children
@@ -266,13 +250,6 @@ function runDaemonCommand(cmd: string, args: string[], outFile: string): Promise
   });
 }
 
-function tail(file: string, lines = 15): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return `(no ${file})`;
-  }
-}
 
 /** Write a generated file and backdate it: Postfix keeps re-reading files younger than 1 s. */
 function writeConfig(file: string, text: string, mode = 0o644): void {
@@ -585,7 +562,7 @@ class Stack implements MailStack {
     } catch (e: any) {
       throw new Error(`mailstack: dovecot failed to start: ${e.message}\n${tail(log)}`);
     }
-    await waitFor(`Dovecot IMAP on ${this.imapPort}`, async () => {
+    await waitFor('mailstack', `Dovecot IMAP on ${this.imapPort}`, async () => {
       // The pid file appears only once the forked master is up.
       const pid = readPid(this.dovecotPidFile);
       if (!pid) return false;
@@ -612,7 +589,7 @@ class Stack implements MailStack {
       throw new Error(`mailstack: postfix failed to start: ${e.message}\n${tail(log)}`);
     }
     this.postfixStarted = true;
-    await waitFor(`Postfix SMTP on ${this.smtpPort}${this.submissionPort ? ` and ${this.submissionPort}` : ''}`,
+    await waitFor('mailstack', `Postfix SMTP on ${this.smtpPort}${this.submissionPort ? ` and ${this.submissionPort}` : ''}`,
       () => this.postfixPorts().every(portListening), READY_TIMEOUT_MS, () => tail(log));
   }
 
@@ -657,16 +634,16 @@ class Stack implements MailStack {
       return false;
     };
     try {
-      await waitFor(`${what} (pid ${master}) to exit`, gone, STOP_TIMEOUT_MS);
+      await waitFor('mailstack', `${what} (pid ${master}) to exit`, gone, STOP_TIMEOUT_MS);
     } catch {
       if (process.env.MST_DEBUG) console.log('STUCK', what, all.filter(alive).map((p) => p + ':' + cmdline(p)));
       for (const pid of [...all, ...childrenOf(master)]) if (alive(pid)) signal(pid, 'SIGKILL');
       killed = true;
-      await waitFor(`${what} to die`, () => !all.some(alive), 2000);
+      await waitFor('mailstack', `${what} to die`, () => !all.some(alive), 2000);
     }
     if (killed) rmSync(pidFile, { force: true });
     const ports = Array.isArray(port) ? port : [port];
-    for (const p of ports) await waitFor(`port ${p} to be free`, async () => !portListening(p) && await portBindable(p), STOP_TIMEOUT_MS);
+    for (const p of ports) await waitFor('mailstack', `port ${p} to be free`, async () => !portListening(p) && await portBindable(p), STOP_TIMEOUT_MS);
   }
 
   async stop(): Promise<void> {

@@ -18,7 +18,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { alive, killMarkedSync, markedProcesses, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
+import { alive, killMarkedSync, markedProcesses, reapStale, registerDaemon, removeDir, sleep, tail, unregisterDaemon } from './safety-net';
 
 export interface OAuth2TokenResponse {
   access_token: string;
@@ -120,15 +120,7 @@ const CLIENT_ID = 'mua';
 const DOVECOT_CLIENT = { id: 'dovecot', secret: 'dovecot-secret' };
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function tail(file: string, lines = 20): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return `(no ${file})`;
-  }
-}
 
 async function postForm(url: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
   const r = await fetch(url, { method: 'POST', body: new URLSearchParams(form), headers });

@@ -110,11 +110,35 @@ export function reapStale(prefix: string, ownerFile: string, kill: (dir: string)
   }
 }
 
-function signal(pid: number, sig: NodeJS.Signals): void {
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sends a signal to a process that may already be gone. */
+export function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
   } catch {
     // gone
+  }
+}
+
+/** The last lines of a daemon's log, for an error message. */
+export function tail(file: string, lines = 20): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return `(no ${file})`;
+  }
+}
+
+/** Polls `check` (5 ms, doubling to 50 ms) until it holds; past the timeout, throws naming the harness and what it waited for. */
+export async function waitFor(harness: string, what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, hint?: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 5;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`${harness}: timed out waiting for ${what}${hint ? `\n${hint()}` : ''}`);
+    await sleep(delay);
+    delay = Math.min(delay * 2, 50);
   }
 }
 

@@ -56,9 +56,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { alive, killMarkedSync, markedProcesses, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
+import { alive, killMarkedSync, markedProcesses, readPid, reapStale, registerDaemon, removeDir, signal, tail, unregisterDaemon, waitFor } from './safety-net';
 
 export interface SnmpV3User {
   name: string;
@@ -117,30 +117,9 @@ const SYS_UPTIME = '1.3.6.1.2.1.1.3.0';
 const READY_TIMEOUT_MS = 10000;
 const STOP_TIMEOUT_MS = 5000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try { process.kill(pid, sig); } catch { /* gone */ }
-}
 
-function tail(file: string, lines = 20): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return `(no ${file})`;
-  }
-}
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, hint?: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let delay = 5;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`snmpd harness: timed out waiting for ${what}${hint ? `\n${hint()}` : ''}`);
-    await sleep(delay);
-    delay = Math.min(delay * 2, 50);
-  }
-}
 
 /** A UDP port on 127.0.0.1 that nothing holds right now (the kernel picks it from the high range). */
 export function freeUdpPort(): Promise<number> {
@@ -323,7 +302,7 @@ class Agent implements SnmpServer {
     child.unref();
     child.once('error', (e) => { this.exited = `spawn error ${e.message}`; });
     child.once('exit', (code, sig) => { this.exited = `exit ${code ?? sig}`; });
-    await waitFor(`snmpd on udp:127.0.0.1:${this.port}`, async () => {
+    await waitFor('snmpd harness', `snmpd on udp:127.0.0.1:${this.port}`, async () => {
       if (this.exited) throw new Error(`snmpd harness: snmpd ${this.exited} before answering:\n${tail(this.logFile)}`);
       return readPid(this.pidFile) === child.pid && await answers(this.port, this.community);
     }, READY_TIMEOUT_MS, () => tail(this.logFile));
@@ -336,14 +315,14 @@ class Agent implements SnmpServer {
     if (!all.length) return;
     for (const pid of all) signal(pid, 'SIGTERM');
     try {
-      await waitFor('snmpd to exit', () => !all.some(alive), STOP_TIMEOUT_MS);
+      await waitFor('snmpd harness', 'snmpd to exit', () => !all.some(alive), STOP_TIMEOUT_MS);
     } catch {
       for (const pid of [...all, ...markedProcesses(MARK, this.dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
-      await waitFor('snmpd to die', () => !all.some(alive), 2000);
+      await waitFor('snmpd harness', 'snmpd to die', () => !all.some(alive), 2000);
     }
     const left = markedProcesses(MARK, this.dir);
     if (left.length) killInstanceSync(this.dir, left);
-    if (this.ready) await waitFor(`udp port ${this.port} to be free`, () => udpBindable(this.port), STOP_TIMEOUT_MS);
+    if (this.ready) await waitFor('snmpd harness', `udp port ${this.port} to be free`, () => udpBindable(this.port), STOP_TIMEOUT_MS);
     this.ready = false;
   }
 

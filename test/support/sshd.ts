@@ -49,7 +49,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, portBindable, portListening } from './mailstack';
-import { alive, killMarkedSync, markedProcesses, readPid, reapStale, registerDaemon, removeDir, unregisterDaemon } from './safety-net';
+import { alive, killMarkedSync, markedProcesses, readPid, reapStale, registerDaemon, removeDir, signal, tail, unregisterDaemon, waitFor } from './safety-net';
 
 const run = promisify(execFile);
 
@@ -171,30 +171,9 @@ function ensurePrivsepDir(): void {
 // ---------------------------------------------------------------------------------------------
 // Processes and small helpers
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try { process.kill(pid, sig); } catch { /* gone */ }
-}
 
-function tail(file: string, lines = 20): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return `(no ${file})`;
-  }
-}
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, hint?: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let delay = 5;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`sshd harness: timed out waiting for ${what}${hint ? `\n${hint()}` : ''}`);
-    await sleep(delay);
-    delay = Math.min(delay * 2, 50);
-  }
-}
 
 
 const killInstanceSync = (dir: string, extra: (number | undefined)[]) => killMarkedSync(MARK, dir, extra);
@@ -352,7 +331,7 @@ class Server implements SshServer {
     child.unref();
     child.once('error', (e) => { this.exited = `spawn error ${e.message}`; });
     child.once('exit', (code, sig) => { this.exited = `exit ${code ?? sig}`; });
-    await waitFor(`sshd on 127.0.0.1:${this.port}`, async () => {
+    await waitFor('sshd harness', `sshd on 127.0.0.1:${this.port}`, async () => {
       if (this.exited) throw new Error(`sshd harness: sshd ${this.exited} before accepting connections:\n${tail(this.logFile)}`);
       return readPid(this.pidFile) === child.pid && portListening(this.port) && await readsSshBanner(this.port);
     }, READY_TIMEOUT_MS, () => tail(this.logFile));
@@ -365,14 +344,14 @@ class Server implements SshServer {
     if (!all.length) return;
     for (const pid of all) signal(pid, 'SIGTERM');
     try {
-      await waitFor('sshd to exit', () => !all.some(alive), STOP_TIMEOUT_MS);
+      await waitFor('sshd harness', 'sshd to exit', () => !all.some(alive), STOP_TIMEOUT_MS);
     } catch {
       for (const pid of [...all, ...markedProcesses(MARK, this.dir)]) if (alive(pid)) signal(pid, 'SIGKILL');
-      await waitFor('sshd to die', () => !all.some(alive), 2000);
+      await waitFor('sshd harness', 'sshd to die', () => !all.some(alive), 2000);
     }
     const left = markedProcesses(MARK, this.dir);
     if (left.length) killInstanceSync(this.dir, left);
-    await waitFor(`port ${this.port} to be free`, async () => !portListening(this.port) && await portBindable(this.port), STOP_TIMEOUT_MS);
+    await waitFor('sshd harness', `port ${this.port} to be free`, async () => !portListening(this.port) && await portBindable(this.port), STOP_TIMEOUT_MS);
   }
 
   async stop(): Promise<void> {
