@@ -105,10 +105,10 @@ function keptReferences(value: string): string {
   return `${head.slice(0, head.lastIndexOf(' ') + 1)}${tail.slice(tail.indexOf(' ') + 1)}`;
 }
 
-async function parseHeaders(fields: HeaderField[]): Promise<Map<string, unknown>> {
+async function parseHeaders(fields: HeaderField[], wanted: ReadonlySet<string> = PARSED_FIELDS): Promise<Map<string, unknown>> {
   const { MailParser } = require('mailparser') as typeof import('mailparser');
   const block = fields
-    .filter((f) => PARSED_FIELDS.has(f.key))
+    .filter((f) => wanted.has(f.key))
     .map((f) => `${f.key}: ${f.key === 'references' ? keptReferences(f.value) : f.value}\r\n`)
     .join('');
   // mailparser counts each header line as at least 64 bytes against its cap; the message size
@@ -159,6 +159,17 @@ function reportIn(part: MimePart): string | undefined {
     if (found) return found;
   }
   return undefined;
+}
+
+const MESSAGE_ID_ONLY = new Set(['message-id']);
+
+/**
+ * The Message-ID as parseMail reads it (same parser, same fields), without the rest of the
+ * message: what an agent needs to lease a message before it claims it.
+ */
+export async function messageIdOf(raw: Buffer): Promise<string | undefined> {
+  const { fields } = splitHeader(raw);
+  return idList((await parseHeaders(fields, MESSAGE_ID_ONLY)).get('message-id'))[0];
 }
 
 /**

@@ -266,6 +266,21 @@ export class SqliteStore implements StateStore {
       for (const [name, type] of ADDED_JOURNAL_COLUMNS) if (!columns.has(name)) db.exec(`ALTER TABLE journal ADD COLUMN ${name} ${type}`);
       db.exec(SCHEMA_INDEXES);
     });
+    // Commits that only need to survive a crash of the process (leases, rate counters, outbox
+    // bookkeeping) skip the fsync: with WAL they are still atomic and seen by every process at
+    // once. Those the exactly-once promise rests on (durable(): a command about to run, a reply
+    // stored before its request is filed, a used one-time code) also survive a power loss, and
+    // their fsync covers whatever was written before them.
+    this.db.pragma('synchronous = NORMAL');
+  }
+
+  private durable<T>(work: () => T): T {
+    this.db.pragma('synchronous = FULL');
+    try {
+      return work();
+    } finally {
+      this.db.pragma('synchronous = NORMAL');
+    }
   }
 
   async get(key: string): Promise<JournalEntry | undefined> {
@@ -281,19 +296,24 @@ export class SqliteStore implements StateStore {
         ? `INSERT INTO journal (key, message_id, sender, body_hash, mutates, state, attempt) VALUES (@key, @messageId, @sender, @bodyHash, @mutates, 'executing', 1)
            ON CONFLICT(key) DO UPDATE SET state = 'executing', mutates = excluded.mutates, attempt = 1, updated_at = ${NOW_SQL} WHERE journal.attempt = 0`
         : `UPDATE journal SET state = 'executing', mutates = @mutates, attempt = @attempt + 1, updated_at = ${NOW_SQL} WHERE key = @key AND attempt = @attempt`;
-    const changed = this.db
-      .prepare(statement)
-      .run({ key, messageId: info.messageId ?? null, sender: info.sender, bodyHash: info.bodyHash, mutates: info.mutates ? 1 : 0, attempt: expected.attempt }).changes;
+    const changed = this.durable(() =>
+      this.db
+        .prepare(statement)
+        .run({ key, messageId: info.messageId ?? null, sender: info.sender, bodyHash: info.bodyHash, mutates: info.mutates ? 1 : 0, attempt: expected.attempt }).changes,
+    );
     return changed === 1;
   }
 
   async saveReply(key: string, reply: StoredReply, expected?: { attempt: number }): Promise<boolean> {
-    const changed = this.db
-      .prepare(
-        `UPDATE journal SET state = 'reply-pending', reply_id = ?, reply_from = ?, reply_to = ?, reply_raw = ?,
+    const changed = this.durable(
+      () =>
+        this.db
+          .prepare(
+            `UPDATE journal SET state = 'reply-pending', reply_id = ?, reply_from = ?, reply_to = ?, reply_raw = ?,
          queued_at = ?, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = ${NOW_SQL} WHERE key = ? AND (? IS NULL OR attempt = ?)`,
-      )
-      .run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key, expected?.attempt ?? null, expected?.attempt ?? null).changes;
+          )
+          .run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key, expected?.attempt ?? null, expected?.attempt ?? null).changes,
+    );
     return changed === 1;
   }
 
@@ -355,12 +375,16 @@ export class SqliteStore implements StateStore {
   }
 
   async useTotpStep(address: string, step: number): Promise<boolean> {
-    const changed = this.db
-      .prepare(
-        `INSERT INTO totp_used (address, last_step) VALUES (?, ?)
+    // Durable: a code must not work again after a power loss.
+    const changed = this.durable(
+      () =>
+        this.db
+          .prepare(
+            `INSERT INTO totp_used (address, last_step) VALUES (?, ?)
          ON CONFLICT(address) DO UPDATE SET last_step = excluded.last_step WHERE totp_used.last_step < excluded.last_step`,
-      )
-      .run(address, step).changes;
+          )
+          .run(address, step).changes,
+    );
     return changed === 1;
   }
 
@@ -369,7 +393,7 @@ export class SqliteStore implements StateStore {
   }
 
   async takeConfirmation(token: string, sender: string): Promise<PendingConfirmation | undefined> {
-    const row = this.db.prepare('DELETE FROM confirmations WHERE token = ? AND sender = ? RETURNING *').get(token, sender) as Record<string, any> | undefined;
+    const row = this.durable(() => this.db.prepare('DELETE FROM confirmations WHERE token = ? AND sender = ? RETURNING *').get(token, sender)) as Record<string, any> | undefined;
     return row ? { token, sender: row.sender, commands: JSON.parse(row.commands), expiresAt: row.expires_at } : undefined;
   }
 

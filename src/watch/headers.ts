@@ -1,4 +1,4 @@
-import { journalKey, parseMail } from '../mail/parse';
+import { journalKey, messageIdOf } from '../mail/parse';
 
 /** The header block of a raw message, with folded lines joined. */
 function headerLines(raw: Buffer): string[] {
@@ -26,13 +26,13 @@ function headerBlock(raw: Buffer, maxMessageBytes: number): Buffer {
 /**
  * The journal key the pipeline gives this message (its Message-ID, else a hash of the bytes):
  * agents lease a message under it before claiming it, and recovery checks the journal with it.
- * The Message-ID comes from the same parser the pipeline uses (on the header block only), so that
+ * The Message-ID comes from the same parser the pipeline uses (on its own header field only), so that
  * unbracketed, folded, encoded or repeated Message-ID headers give the same key in both places.
  */
 export async function messageKey(raw: Buffer, maxMessageBytes = Infinity): Promise<string> {
   let id: string | undefined;
   try {
-    id = (await parseMail(headerBlock(raw, maxMessageBytes))).messageId;
+    id = await messageIdOf(headerBlock(raw, maxMessageBytes));
   } catch {
     // The pipeline drops an unparseable message; the hash names it all the same.
   }
