@@ -1,5 +1,6 @@
-// What bench/hostile.mjs and bench/transfer.mjs share: measuring `mailagent run --print` under
-// GNU `/usr/bin/time -f '%U %S %M'` with a config in a temp dir. Not a bench itself.
+// What the benches share: measuring `mailagent run --print` under GNU `/usr/bin/time -f '%U %S %M'`
+// with a config in a temp dir (bench/hostile.mjs, bench/transfer.mjs, bench/memory.mjs), and
+// reading a running agent's memory and CPU from /proc (bench/watch.mjs). Not a bench itself.
 //
 // - the command line: valueOf(flag), binaryPath() for `--bin PATH` (default dist/mailagent),
 //   childEnv() for `--keep-env` (otherwise the children run without NODE_EXTRA_CA_CERTS and
@@ -13,13 +14,17 @@
 //   temp dir, the only user ops@example.com (role admin), rate limits high enough for every input
 //   to be answered; the bench adds its own limits, security and services
 // - mail: now() for Date, messageId(tag) unique per run, restamp(bytes, tag) for fixtures,
-//   mailHead(...) for generated mails from ops@example.com
+//   mailHead(...) for generated mails from ops@example.com, lcgBytes(n) for attachments
+// - a long-running process (bench/watch.mjs), from /proc: procMemory (VmRSS, VmHWM),
+//   procCpuSeconds (user + system of all its threads), procSchedstat (a thread's time on a CPU
+//   and waiting for one), machineCpu (how busy the whole machine is), descendants, and
+//   watchMemory, which polls the process and its children for the peak of their summed RSS
 // - the report: median, fmtBytes / fmtCpu / fmtRss, table, footer
 //
 // Node built-ins only.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -225,6 +230,116 @@ export function mailHead({ tag, subject, type, headers = [], after = [] }) {
     '',
     '',
   ].join(CRLF);
+}
+
+/** n deterministic bytes (no randomness): a 32-bit LCG (Numerical Recipes constants), its high byte each step. */
+export function lcgBytes(n, seed = 0x2545f491) {
+  const out = Buffer.allocUnsafe(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    out[i] = x >>> 24;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- a running process, from /proc
+
+/** { rssKiB: VmRSS, hwmKiB: VmHWM (the peak so far) } of a process; undefined once it is gone. */
+export function procMemory(pid) {
+  let text;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const kib = (field) => Number(new RegExp(`^${field}:\\s*(\\d+) kB`, 'm').exec(text)?.[1]);
+  return { rssKiB: kib('VmRSS'), hwmKiB: kib('VmHWM') };
+}
+
+let clockTicks;
+/** CPU seconds (user + system, every thread) a process has used so far; undefined once it is gone. */
+export function procCpuSeconds(pid) {
+  clockTicks ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+  let stat;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // After the command name (in parentheses, may hold spaces): utime and stime are fields 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/**
+ * The scheduler's account of one thread (default: the main thread) from /proc/PID/task/TID/schedstat:
+ * seconds on a CPU, and seconds runnable but waiting for a CPU (the machine was busy). The rest of
+ * its wall time it slept: waiting for I/O (sockets, timers) or blocked in a system call (fsync).
+ */
+export function procSchedstat(pid, tid = pid) {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+    return { runSeconds: run / 1e9, waitSeconds: wait / 1e9 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Jiffies of the whole machine from /proc/stat: { busy, total, cpus }. */
+export function machineCpu() {
+  const text = readFileSync('/proc/stat', 'utf8');
+  const f = text.split('\n', 1)[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + (f[4] ?? 0); // idle + iowait
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0); // guest time is already in user
+  return { busy: total - idle, total, cpus: (text.match(/^cpu\d+ /gm) ?? []).length };
+}
+
+/** Pids of a process's children, grandchildren, … (from /proc/PID/task/TID/children). */
+export function descendants(pid) {
+  const out = [];
+  let tasks = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    let children = '';
+    try {
+      children = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const child of children.trim().split(/\s+/).filter(Boolean).map(Number)) out.push(child, ...descendants(child));
+  }
+  return out;
+}
+
+/**
+ * Polls a process and its descendants every `everyMs`: stop() returns the peak of their summed
+ * VmRSS (a child's own peak between polls can be missed; the process's is not: VmHWM), the
+ * process's VmHWM, and the pids of the children seen.
+ */
+export function watchMemory(pid, everyMs = 50) {
+  let peakKiB = 0;
+  const children = new Set();
+  const poll = () => {
+    const kids = descendants(pid);
+    for (const k of kids) children.add(k);
+    const sum = [pid, ...kids].reduce((n, p) => n + (procMemory(p)?.rssKiB ?? 0), 0);
+    peakKiB = Math.max(peakKiB, sum);
+  };
+  poll();
+  const timer = setInterval(poll, everyMs);
+  return {
+    stop() {
+      poll();
+      clearInterval(timer);
+      const own = procMemory(pid);
+      return { treePeakKiB: peakKiB, hwmKiB: own?.hwmKiB, rssKiB: own?.rssKiB, children: [...children] };
+    },
+  };
 }
 
 // ---------------------------------------------------------------- the report
