@@ -5,8 +5,10 @@
 //   node build.mjs                                   src/cli.ts -> dist/mailagent
 //   node build.mjs --entry x.ts --out dist/x         any other entry (smoke tests)
 //
-// Steps: esbuild -> dist/bundle.cjs, `node --experimental-sea-config` -> dist/sea-prep.blob,
-// copy (stripped) node -> dist/mailagent, postject the blob in, chmod 755.
+// Steps: esbuild -> dist/bundle.cjs (runs under plain node too), wrapped as dist/app.js with V8
+// code caches made after running it (dist/app.run.cache, dist/app.cli.cache; see seaMain), a small
+// main script dist/sea-main.cjs that loads them, `node --experimental-sea-config` ->
+// dist/sea-prep.blob, copy (stripped) node -> dist/mailagent, postject the blob in, chmod 755.
 // The better-sqlite3 addon travels as the SEA asset `better_sqlite3.node`; src/sqlite/open.ts
 // extracts and dlopen()s it at run time, so the bundle never asks `bindings` to find it.
 // When the bundle contains the chart renderer (src/render/chart.ts), its WebAssembly and font
@@ -16,9 +18,10 @@
 // never load their bytes. See splitPlugin().
 
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -153,8 +156,9 @@ const lazyDefault = (id) =>
  * its URL patterns for the full TLD list (~7 ms; we parse with skipTextLinks), html-to-text loads
  * htmlparser2, entities and selderee (~12 ms; only for HTML without a plain part), libmime builds
  * iconv-lite's GBK table just to learn which decoder class double-byte codecs share (~6 ms) and
- * loads encoding-japanese (only for ISO-2022-JP / EUC-JP / JIS), and nodemailer loads its HTTP
- * client (http, https, tls, zlib) for attachments given by URL, which our replies never have.
+ * loads encoding-japanese (only for ISO-2022-JP / EUC-JP / JIS), nodemailer loads its HTTP
+ * client (http, https, tls, zlib) for attachments given by URL, which our replies never have, and
+ * mailparser builds he's HTML entity tables (~0.6 ms and 110 kB of code cache) for HTML output only.
  * Each of these becomes a `require()` on first use. The patches replace exact snippets in the
  * copies these very imports resolve to, and fail the build when a snippet or file is not found:
  * a new dependency version must be re-checked, not silently left eager.
@@ -169,6 +173,11 @@ function lazyDependencyPatches() {
       file: join(mailparserDir, 'mail-parser.js'),
       replace: [
         ['const html_to_text_1 = require("html-to-text");', 'const html_to_text_1 = { get htmlToText() { return require("html-to-text").htmlToText; } };'],
+        // he builds its tables of ~2,000 HTML entities at load, for HTML output only: textAsHtml
+        // (skipped) and the `html` form of each address header, now made when first read.
+        ['const he_1 = __importDefault(require("he"));', `const he_1 = ${lazyDefault('he')};`],
+        ['value = {\n                        value,\n                        html: this.getAddressesHTML(value),\n                        text: this.getAddressesText(value)\n                    };',
+          'value = __lazyHtml(value, (addresses) => this.getAddressesHTML(addresses), this.getAddressesText(value));'],
         ['const linkify_it_1 = __importDefault(require("linkify-it"));', `const linkify_it_1 = ${lazyDefault('linkify-it')};`],
         ['const tlds_cjs_1 = __importDefault(require("./tlds.cjs"));', `const tlds_cjs_1 = ${lazyDefault('./tlds.cjs')};`],
         // Configuration calls are recorded and replayed on the real instance at its first use.
@@ -176,6 +185,11 @@ function lazyDependencyPatches() {
           'const linkify = __lazyInstance(() => (0, linkify_it_1.default)(), ["tlds", "add", "set"]);\nlinkify\n    .tlds(() => tlds_cjs_1.default)'],
       ],
       append: `
+        // The address object MailParser builds, its HTML form made (with he) when first read.
+        function __lazyHtml(value, format, text) {
+          let html;
+          return { value, get html() { return (html ??= format(value)); }, set html(formatted) { html = formatted; }, text };
+        }
         function __lazyInstance(create, setters) {
           let real;
           const calls = [];
@@ -195,6 +209,10 @@ function lazyDependencyPatches() {
           });
           return proxy;
         }`,
+    },
+    {
+      file: join(mailparserDir, 'address-header.js'),
+      replace: [['const he_1 = __importDefault(require("he"));', `const he_1 = ${lazyDefault('he')};`]],
     },
     {
       // iconv-lite's codec tables are needed only for a charset other than UTF-8/ASCII.
@@ -438,20 +456,118 @@ async function dynamicImports(esbuild, code) {
 /**
  * Compiles every part with the node that becomes the executable and saves V8's code cache, in a
  * child without NODE_OPTIONS (V8 rejects a cache made under other flags). A part that does not
- * compile fails the build here.
+ * compile fails the build here. Each entry: [source, cache, encoding = utf8, script name = source].
  */
 function makeCodeCaches(files) {
   const script = `
     const { readFileSync, writeFileSync } = require('node:fs');
     const { Script } = require('node:vm');
-    for (const [source, cache] of JSON.parse(process.argv[1])) {
-      writeFileSync(cache, new Script(readFileSync(source, 'utf8'), { filename: source }).createCachedData());
+    for (const [source, cache, encoding = 'utf8', filename = source] of JSON.parse(process.argv[1])) {
+      writeFileSync(cache, new Script(readFileSync(source, encoding), { filename }).createCachedData());
     }`;
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
   const r = spawnSync(process.execPath, ['-e', script, JSON.stringify(files)], { cwd: ROOT, env, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.error) throw r.error;
-  if (r.status !== 0) throw new BuildError(`a part does not compile:\n${`${r.stdout}${r.stderr}`.trim()}`);
+  if (r.status !== 0) throw new BuildError(`a bundle does not compile:\n${`${r.stdout}${r.stderr}`.trim()}`);
+}
+
+/** SEA asset key of the application: the main bundle, wrapped like a part. */
+const APP_ASSET = 'app.js';
+/** SEA asset key of a code cache of the application (see seaMain). */
+const appCacheAsset = (kind) => `app.${kind}.cache`;
+
+/**
+ * The name stack traces show for the application: V8 keeps the one a code cache was made under
+ * (dist/bundle.cjs, whose lines app.js keeps), not the executable's path given at run time.
+ */
+const appScriptName = (bundle) => relative(ROOT, bundle);
+
+/**
+ * The encoding the application is stored in: that of the string V8 makes of it, so that reading
+ * it is one copy, never a UTF-8 decoding (~16 M instructions for 1.2 MB at every start). An ASCII
+ * bundle is a one-byte string (latin1); one non-ASCII character makes all of it two-byte (utf16le),
+ * twice the bytes to copy and fault in at every start (~650 page faults for 1.3 MB). esbuild
+ * escapes non-ASCII characters except in regular expression literals: write them as \u escapes.
+ */
+const appEncoding = (text) => (/^[\0-\x7f]*$/.test(text) ? 'latin1' : 'utf16le');
+
+/**
+ * What each code cache of the application is made after (default entry only; any other gets one
+ * `cli` cache of its top-level code). `run` starts once per mail and has a cache of its own: the
+ * functions of the other kind would only cost it time to deserialize. Functions the warm-up did
+ * not run are compiled on first call, as without these caches. The output must match, or the
+ * build fails.
+ */
+const WARM_UPS = {
+  // What processing the example help mail with the example config runs.
+  run: { args: ['run', '--print', '--config', 'config.json'], mail: 'examples/01-help.eml', config: 'config.example.json', output: /^In-Reply-To: /m },
+  // Every other start (help, watch, users, ...): the command line parser, as `--help` runs it.
+  cli: { args: ['--help'], output: /^Commands:/m },
+};
+
+/**
+ * The executable's main script. Node compiles a SEA's main script with a code cache made at build
+ * time without running it, so the cache holds the top-level code only: every function a start
+ * calls was parsed and compiled again at each start (about 45% of the instructions of a `run`).
+ * Instead, this small main script compiles the application from its asset with a code cache the
+ * build made after running the application (warmUpCodeCache), which holds those functions too.
+ * NODE_DEBUG=mailagent-main tells which cache it used and whether V8 accepted it (a rejected or
+ * missing cache only costs time).
+ */
+const seaMain = (encoding) => `'use strict';
+const sea = require('node:sea');
+const { Script } = require('node:vm');
+const kind = process.argv[2] === 'run' ? 'run' : 'cli';
+// Raw assets are the executable's own mapped bytes, not copies: each megabyte copied is ~250 page
+// faults of fresh memory. V8 only reads the cache; the source is copied once, into the string.
+let cachedData;
+try {
+  cachedData = new Uint8Array(sea.getRawAsset(${JSON.stringify(appCacheAsset('@'))}.replace('@', kind)));
+} catch {
+  // built without this cache
+}
+const source = Buffer.from(sea.getRawAsset(${JSON.stringify(APP_ASSET)})).toString(${JSON.stringify(encoding)});
+const script = new Script(source, { filename: __filename, cachedData });
+require('node:util').debuglog('mailagent-main')('code cache %s %s', kind, cachedData === undefined ? 'absent' : script.cachedDataRejected ? 'REJECTED' : 'accepted');
+script.runInThisContext().call(exports, exports, require, module, __filename, __dirname);
+`;
+
+/**
+ * Runs the application (the wrapped bundle `app`) once as `warmUp` says, in a child (same node, no
+ * NODE_OPTIONS, in a temporary directory holding the copied config and so the state and audit
+ * files it names), and saves V8's code cache of the script as the process exits: it then holds
+ * every function that ran. The application runs as in the executable, except that it is no SEA:
+ * parts would be read from the parts folder beside `bundle`.
+ */
+function warmUpCodeCache({ app, encoding, cache, bundle, warmUp }) {
+  const script = `
+    const { readFileSync, writeFileSync } = require('node:fs');
+    const { dirname } = require('node:path');
+    const { Script } = require('node:vm');
+    const [app, encoding, cache, name, filename, args] = JSON.parse(process.argv[1]);
+    const script = new Script(readFileSync(app, encoding), { filename: name });
+    // On exit, however it comes: yargs ends --help with process.exit().
+    process.on('exit', () => writeFileSync(cache, script.createCachedData()));
+    process.argv = [process.execPath, filename, ...args];
+    const module = { exports: {} };
+    script.runInThisContext().call(module.exports, module.exports, require, module, filename, dirname(filename));`;
+  const dir = mkdtempSync(join(tmpdir(), 'mailagent-warm-up-'));
+  try {
+    if (warmUp.config) writeFileSync(join(dir, 'config.json'), readFileSync(join(ROOT, warmUp.config)));
+    // The Date must fall inside the replay window, or the agent stays silent.
+    const input = warmUp.mail && Buffer.from(readFileSync(join(ROOT, warmUp.mail), 'latin1').replace(/^Date: .*$/m, `Date: ${new Date().toUTCString()}`), 'latin1');
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS;
+    const args = JSON.stringify([app, encoding, cache, appScriptName(bundle), bundle, warmUp.args]);
+    const r = spawnSync(process.execPath, ['-e', script, args], { cwd: dir, env, input, encoding: 'latin1', maxBuffer: 64 << 20, timeout: 60_000 });
+    if (r.error) throw r.error;
+    if (r.status !== 0 || !warmUp.output.test(r.stdout) || !existsSync(cache)) {
+      throw new BuildError(`the warm-up \`${warmUp.args.join(' ')}\` for a code cache failed (${r.signal ?? `exit ${r.status}`}${warmUp.output.test(r.stdout) ? '' : ', unexpected output'}):\n${`${r.stderr}`.trim()}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function findSqliteAddon() {
@@ -479,7 +595,7 @@ function copyNode(output) {
 /**
  * Builds one executable. Paths are relative to the project root.
  * @param {{ entry?: string, output?: string, minify?: boolean, codeCache?: boolean }} [opts]
- * @returns {Promise<{ output: string, bytes: number, bundleBytes: number, parts: { name: string, bytes: number }[], ms: number, stripped: boolean }>}
+ * @returns {Promise<{ output: string, bytes: number, bundleBytes: number, nonAscii?: string, parts: { name: string, bytes: number }[], ms: number, stripped: boolean }>}
  */
 export async function build({
   entry = DEFAULT_ENTRY,
@@ -569,15 +685,35 @@ export async function build({
   );
   if (parts.length) makeCodeCaches(parts.map((p) => [p.source, p.cache]));
 
+  // 1c. The application as an asset, wrapped like a part, and its code caches made after warm-ups
+  //     (see seaMain); any other entry gets one cache, made without running it.
+  const app = join(outDir, `${prefix}app.js`);
+  const seaMainFile = join(outDir, `${prefix}sea-main.cjs`);
+  const appText = `${PART_HEAD}${readFileSync(bundle, 'utf8')}${PART_TAIL}`;
+  const encoding = appEncoding(appText);
+  writeFileSync(app, appText, encoding);
+  writeFileSync(seaMainFile, seaMain(encoding));
+  const appCaches = {};
+  for (const kind of Object.keys(WARM_UPS)) rmSync(join(outDir, `${prefix}${appCacheAsset(kind)}`), { force: true });
+  if (codeCache) {
+    const cacheFile = (kind) => (appCaches[kind] = join(outDir, `${prefix}${appCacheAsset(kind)}`));
+    if (resolve(ROOT, entry) === resolve(ROOT, DEFAULT_ENTRY)) {
+      for (const [kind, warmUp] of Object.entries(WARM_UPS)) warmUpCodeCache({ app, encoding, cache: cacheFile(kind), bundle, warmUp });
+    } else {
+      makeCodeCaches([[app, cacheFile('cli'), encoding, appScriptName(bundle)]]);
+    }
+  }
+
   // 2. SEA preparation blob (code cache is produced by this very node binary, which we then copy).
   const rel = (p) => relative(ROOT, p) || '.';
   const config = {
-    main: rel(bundle),
+    main: rel(seaMainFile),
     output: rel(blob),
     disableExperimentalSEAWarning: true,
     useCodeCache: codeCache,
-    assets: { [SQLITE_ASSET]: rel(addon) },
+    assets: { [SQLITE_ASSET]: rel(addon), [APP_ASSET]: rel(app) },
   };
+  for (const [kind, file] of Object.entries(appCaches)) config.assets[appCacheAsset(kind)] = rel(file);
   if (charts) {
     for (const [key, file] of Object.entries(CHART_ASSETS)) config.assets[key] = rel(requireFromRoot.resolve(file));
   }
@@ -614,6 +750,8 @@ export async function build({
     output: outAbs,
     bytes: statSync(outAbs).size,
     bundleBytes: statSync(bundle).size,
+    // Where the bundle stops being ASCII (and so is stored as UTF-16), to fix at the source.
+    nonAscii: encoding === 'latin1' ? undefined : appText.slice(Math.max(0, appText.search(/[^\0-\x7f]/) - 30)).slice(0, 60),
     parts: parts.map((p) => ({ name: p.part, bytes: p.bytes })),
     ms: performance.now() - t0,
     stripped,
@@ -641,6 +779,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
         `${r.parts.length ? `; parts ${r.parts.map((p) => `${p.name} ${mb(p.bytes)}`).join(', ')}` : ''}` +
         `${r.stripped ? '' : ', node not stripped: no `strip` command'}) in ${(r.ms / 1000).toFixed(1)}s`,
     );
+    if (r.nonAscii) console.log(`note: the bundle is not ASCII, so it is stored as UTF-16 (twice the bytes to read at each start): ${JSON.stringify(r.nonAscii)}`);
   } catch (err) {
     // esbuild has already printed its diagnostics; do not repeat them as a stack trace.
     const msg = err instanceof BuildError ? err.message : err?.errors ? 'esbuild failed' : (err?.stack ?? String(err));

@@ -10,7 +10,7 @@ const AUTOMATIC_PRECEDENCE = ['bulk', 'list', 'junk', 'auto_reply'];
  * Subjects out-of-office replies are sent with when they carry no header saying so: the phrase and
  * a colon ("Automatic reply: …"), so that a request titled "Out of office check" is not taken for one.
  */
-const AUTO_REPLY_SUBJECT = /^(automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|out of (the )?office( auto ?reply)?|abwesenheitsnotiz|automatische antwort|réponse automatique|respuesta automática)\s*:/i;
+const AUTO_REPLY_SUBJECT = /^(automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|out of (the )?office( auto ?reply)?|abwesenheitsnotiz|automatische antwort|r\u00e9ponse automatique|respuesta autom\u00e1tica)\s*:/i;
 /** MAILER-DAEMON is what Postfix's pipe passes for the null sender unless null_sender= is set. */
 const BOUNCE_SENDER = /^(mailer-daemon|postmaster)(@|$)/i;
 

@@ -1,3 +1,5 @@
+import { readSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import { loadConfig } from '../config/load';
 import { EXIT, UserError } from '../core/errors';
 import { processMessage } from '../core/pipeline';
@@ -12,8 +14,22 @@ import { closeDatabases } from '../services/db';
 import { closeServiceStores } from '../services/stores';
 
 async function readStdin(): Promise<Buffer> {
-  if (process.stdin.isTTY) throw new UserError('run reads one message from stdin', EXIT.USAGE, 'mailagent run < message.eml');
+  if (isatty(0)) throw new UserError('run reads one message from stdin', EXIT.USAGE, 'mailagent run < message.eml');
   const chunks: Buffer[] = [];
+  // Blocking reads, as stdin (file or pipe) normally is: process.stdin and its async iterator would
+  // set up a stream for it, whose Node internals V8 compiles at every start (~1 ms of a `run`).
+  try {
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      const n = readSync(0, chunk);
+      if (n === 0) return Buffer.concat(chunks);
+      chunks.push(chunk.subarray(0, n));
+    }
+  } catch (err) {
+    // A non-blocking stdin with nothing to read yet (EAGAIN) goes on as a stream, from where the
+    // reads stopped; so does an odd one that gave nothing (closed, a directory), as it always did.
+    if (chunks.length && (err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+  }
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
 }

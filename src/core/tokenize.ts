@@ -38,7 +38,8 @@ export function tokenize(line: string): { tokens: Token[]; problem?: string } {
       i++;
       continue;
     }
-    const eq = line.slice(i).search(/[=\s"“„']/);
+    // \u201c \u201e: the opening quotes “ „, escaped to keep the bundle ASCII (see CLOSING in lines.ts).
+    const eq = line.slice(i).search(/[=\s"\u201c\u201e']/);
     if (eq > 0 && line[i + eq] === '=') {
       const key = line.slice(i, i + eq);
       if (!KEY.test(key)) return { tokens, problem: `"${key}" is not a valid argument name` };

@@ -21,7 +21,8 @@ export interface ReplyContent {
 
 /** The status a previous reply appended, so a reply to a reply does not grow a chain of them. */
 // (?<!\s): the match starts at the first space of a run, so a long run of spaces is linear, not quadratic.
-const OUR_STATUS = /(?<!\s)\s+—\s+(processed|not processed|no command found|outcome unknown|confirmation needed)\b[^—]*$/;
+// \u2014 is the dash (—), escaped to keep the bundle ASCII (see CLOSING in src/core/lines.ts).
+const OUR_STATUS = /(?<!\s)\s+\u2014\s+(processed|not processed|no command found|outcome unknown|confirmation needed)\b[^\u2014]*$/;
 
 /** Bounds on what a reply copies from the request: one hostile header must not make a huge reply. */
 export const REPLY_LIMITS = { subjectChars: 200, referencesBytes: 2000, idBytes: 250, textBytes: 256 * 1024 };

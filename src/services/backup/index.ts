@@ -1,5 +1,4 @@
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, statfs, stat } from 'node:fs/promises';
 import { isAbsolute, normalize } from 'node:path';
 import type { BackupServiceConfig, BackupTargetConfig, Config } from '../../config/types';
 import type { Problem } from '../../config/schema-check';
@@ -21,7 +20,8 @@ const DEFAULT_LEVEL = 6;
 const DEFAULT_REPLY_AFTER_SECONDS = 30;
 const TARGET_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 
-/** The archive code (tar, gzip, digests) loads with the first backup command, not with every start. */
+/** The archive code (tar, gzip, digests) and fs/promises load with the first backup command, not with every start. */
+const fsp = () => require('node:fs/promises') as typeof import('node:fs/promises');
 const archive = () => require('./archive') as typeof import('./archive');
 
 function section(config: Config): BackupServiceConfig {
@@ -61,7 +61,7 @@ function runBackup(config: Config, name: string, now: Date): Promise<BackupResul
   const spec = target(config, name);
   if (running.has(name)) throw new CommandError(`backup ${name} is already running (started by another request or its schedule)`);
   const work = (async () => {
-    await mkdir(spec.destination, { recursive: true, mode: 0o750 }).catch(() => undefined); // createBackup says why it cannot write
+    await fsp().mkdir(spec.destination, { recursive: true, mode: 0o750 }).catch(() => undefined); // createBackup says why it cannot write
     return archive().createBackup(
       { target: name, sources: spec.sources, exclude: spec.exclude ?? [], destination: spec.destination, level: spec.compressionLevel ?? DEFAULT_LEVEL },
       { now, keep: spec.keep ?? DEFAULT_KEEP },
@@ -231,7 +231,7 @@ async function probe(config: Config): Promise<ProbeResult[]> {
     const missing: string[] = [];
     for (const source of spec.sources) {
       try {
-        await access(source, fsConstants.R_OK);
+        await fsp().access(source, fsConstants.R_OK);
       } catch (err) {
         missing.push(`${source} (${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'not readable'})`);
       }
@@ -241,10 +241,10 @@ async function probe(config: Config): Promise<ProbeResult[]> {
       continue;
     }
     try {
-      const dest = await stat(spec.destination);
+      const dest = await fsp().stat(spec.destination);
       if (!dest.isDirectory()) throw new Error(`${spec.destination} is not a directory`);
-      await access(spec.destination, fsConstants.W_OK);
-      const fs = await statfs(spec.destination);
+      await fsp().access(spec.destination, fsConstants.W_OK);
+      const fs = await fsp().statfs(spec.destination);
       const archives = await archive().listArchives(spec.destination, name);
       rows.push({ target: name, ok: true, detail: `${spec.sources.length} source(s) → ${spec.destination}: ${archives.length} archive(s), ${formatBytes(fs.bavail * fs.bsize)} free` });
     } catch (err) {
