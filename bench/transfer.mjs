@@ -47,7 +47,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import {
-  binaryPath, checkTools, childEnv, CRLF, fmtBytes, fmtCpu, fmtRss, footer, HELP_MAIL, KiB, mailHead, median,
+  binaryPath, checkTools, childEnv, CRLF, fmtBytes, fmtCpu, fmtRss, footer, HELP_MAIL, KiB, lcgBytes, mailHead, median,
   MiB, openTempDir, restamp, ROOT, show, table, TIMEOUT_MS, writeConfig,
 } from './measure.mjs';
 
@@ -82,17 +82,6 @@ const config = writeConfig(dir, {
 });
 
 // ---------------------------------------------------------------- the file (deterministic)
-
-/** FILE_BYTES bytes from a 32-bit LCG (Numerical Recipes constants), its high byte each step. */
-function lcgBytes(n, seed = 0x2545f491) {
-  const out = Buffer.allocUnsafe(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
-}
 
 const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 const fileData = lcgBytes(FILE_BYTES);
