@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import type { Config } from '../config/types';
 import { resolveSecret } from '../config/secrets';
 import { EXIT, UserError } from '../core/errors';
-import { journalEntryFromRow, type BeginInfo, type JournalEntry, type JournalState, type OutboxEntry, type OutboxStats, type PendingConfirmation, type RateEvent, type StateStore, type StoredReply } from './store';
+import { EVENTS_KEPT_MS, EventPruning, journalEntryFromRow, type BeginInfo, type JournalEntry, type JournalState, type OutboxEntry, type OutboxStats, type PendingConfirmation, type RateEvent, type StateStore, type StoredReply } from './store';
 
 /**
  * The state store on a PostgreSQL server, so that agents on several hosts share one journal,
@@ -122,6 +122,8 @@ function isConnectionError(err: { code?: unknown; severity?: unknown; message?: 
 }
 
 export class PgStore implements StateStore {
+  private readonly eventPruning = new EventPruning();
+
   private constructor(
     private readonly pool: Pool,
     /** The schema, quoted for SQL. */
@@ -334,11 +336,14 @@ export class PgStore implements StateStore {
   }
 
   async recordEvent(kind: RateEvent, subject: string, at: number) {
-    // Rate windows are an hour; keep a day for inspection (one round trip for both).
+    if (!this.eventPruning.due(at)) {
+      await this.query(`INSERT INTO ${this.s}.mailagent_events (kind, subject, at) VALUES ($1, $2, $3)`, [kind, subject, at]);
+      return;
+    }
     await this.query(
       `WITH pruned AS (DELETE FROM ${this.s}.mailagent_events WHERE at < $4)
        INSERT INTO ${this.s}.mailagent_events (kind, subject, at) VALUES ($1, $2, $3)`,
-      [kind, subject, at, at - 86_400_000],
+      [kind, subject, at, at - EVENTS_KEPT_MS],
     );
   }
 

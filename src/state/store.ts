@@ -1,4 +1,6 @@
+import type { Statement } from 'better-sqlite3';
 import { openStateFile, type openSqlite } from '../sqlite/open';
+import { WalFsync } from '../sqlite/wal-fsync';
 
 /**
  * Everything the agent must remember between messages, in one store:
@@ -115,6 +117,23 @@ export interface StateStore {
   close(): Promise<void>;
 }
 
+/** Rate windows are an hour; events are kept a day, for inspection. */
+export const EVENTS_KEPT_MS = 86_400_000;
+
+/**
+ * When to delete events older than EVENTS_KEPT_MS: once a minute at most. Every message records
+ * two events, and the delete scans the table.
+ */
+export class EventPruning {
+  private next = 0;
+
+  due(now: number): boolean {
+    if (now < this.next) return false;
+    this.next = now + 60_000;
+    return true;
+  }
+}
+
 /** A journal row of either SQL store: SQLite keeps mutates as 0/1 and reply_to as JSON text, PostgreSQL as boolean and jsonb. */
 export function journalEntryFromRow(row: Record<string, any>): JournalEntry {
   const to = typeof row.reply_to === 'string' ? JSON.parse(row.reply_to) : row.reply_to;
@@ -136,6 +155,7 @@ export class MemoryStore implements StateStore {
   private totp = new Map<string, number>();
   private confirmations = new Map<string, PendingConfirmation>();
   private events: { kind: RateEvent; subject: string; at: number }[] = [];
+  private readonly eventPruning = new EventPruning();
   private outbox = new Map<string, { queuedAt: number; nextAttemptAt: number; attempts: number; lastError?: string }>();
   private leases = new Map<string, { owner: string; until: number }>();
 
@@ -205,6 +225,7 @@ export class MemoryStore implements StateStore {
   }
   async recordEvent(kind: RateEvent, subject: string, at: number) {
     this.events.push({ kind, subject, at });
+    if (this.eventPruning.due(at)) this.events = this.events.filter((e) => e.at >= at - EVENTS_KEPT_MS);
   }
   async countEvents(kind: RateEvent, subject: string | undefined, since: number) {
     return this.events.filter((e) => e.kind === kind && (subject === undefined || e.subject === subject) && e.at >= since).length;
@@ -257,6 +278,9 @@ const NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 /** The store in an SQLite file (WAL: several `run` processes may write at once). */
 export class SqliteStore implements StateStore {
   private db: ReturnType<typeof openSqlite>;
+  private readonly walFsync: WalFsync;
+  private readonly statements = new Map<string, Statement>();
+  private readonly eventPruning = new EventPruning();
 
   constructor(path: string) {
     this.db = openStateFile(path, 'state store', (db) => {
@@ -268,23 +292,22 @@ export class SqliteStore implements StateStore {
     });
     // Commits that only need to survive a crash of the process (leases, rate counters, outbox
     // bookkeeping) skip the fsync: with WAL they are still atomic and seen by every process at
-    // once. Those the exactly-once promise rests on (durable(): a command about to run, a reply
-    // stored before its request is filed, a used one-time code) also survive a power loss, and
-    // their fsync covers whatever was written before them.
+    // once. Those the exactly-once promise rests on (a command about to run, a reply stored before
+    // its request is filed, a used one-time code) await walFsync before they count, which also
+    // covers whatever was committed before them.
     this.db.pragma('synchronous = NORMAL');
+    this.walFsync = new WalFsync(path);
   }
 
-  private durable<T>(work: () => T): T {
-    this.db.pragma('synchronous = FULL');
-    try {
-      return work();
-    } finally {
-      this.db.pragma('synchronous = NORMAL');
-    }
+  /** Statements are compiled once: preparing one costs more than running it. */
+  private sql(text: string): Statement {
+    let statement = this.statements.get(text);
+    if (!statement) this.statements.set(text, (statement = this.db.prepare(text)));
+    return statement;
   }
 
   async get(key: string): Promise<JournalEntry | undefined> {
-    const row = this.db.prepare('SELECT * FROM journal WHERE key = ?').get(key) as Record<string, any> | undefined;
+    const row = this.sql('SELECT * FROM journal WHERE key = ?').get(key) as Record<string, any> | undefined;
     return row && journalEntryFromRow(row);
   }
 
@@ -296,34 +319,34 @@ export class SqliteStore implements StateStore {
         ? `INSERT INTO journal (key, message_id, sender, body_hash, mutates, state, attempt) VALUES (@key, @messageId, @sender, @bodyHash, @mutates, 'executing', 1)
            ON CONFLICT(key) DO UPDATE SET state = 'executing', mutates = excluded.mutates, attempt = 1, updated_at = ${NOW_SQL} WHERE journal.attempt = 0`
         : `UPDATE journal SET state = 'executing', mutates = @mutates, attempt = @attempt + 1, updated_at = ${NOW_SQL} WHERE key = @key AND attempt = @attempt`;
-    const changed = this.durable(() =>
-      this.db
-        .prepare(statement)
-        .run({ key, messageId: info.messageId ?? null, sender: info.sender, bodyHash: info.bodyHash, mutates: info.mutates ? 1 : 0, attempt: expected.attempt }).changes,
-    );
-    return changed === 1;
+    const changed = this.sql(statement).run({
+      key,
+      messageId: info.messageId ?? null,
+      sender: info.sender,
+      bodyHash: info.bodyHash,
+      mutates: info.mutates ? 1 : 0,
+      attempt: expected.attempt,
+    }).changes;
+    if (changed !== 1) return false;
+    await this.walFsync.flush();
+    return true;
   }
 
   async saveReply(key: string, reply: StoredReply, expected?: { attempt: number }): Promise<boolean> {
-    const changed = this.durable(
-      () =>
-        this.db
-          .prepare(
-            `UPDATE journal SET state = 'reply-pending', reply_id = ?, reply_from = ?, reply_to = ?, reply_raw = ?,
-         queued_at = ?, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = ${NOW_SQL} WHERE key = ? AND (? IS NULL OR attempt = ?)`,
-          )
-          .run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key, expected?.attempt ?? null, expected?.attempt ?? null).changes,
-    );
-    return changed === 1;
+    const changed = this.sql(
+      `UPDATE journal SET state = 'reply-pending', reply_id = ?, reply_from = ?, reply_to = ?, reply_raw = ?,
+       queued_at = ?, next_attempt_at = 0, attempts = 0, last_error = NULL, updated_at = ${NOW_SQL} WHERE key = ? AND (? IS NULL OR attempt = ?)`,
+    ).run(reply.messageId, reply.from, JSON.stringify(reply.to), reply.raw, Date.now(), key, expected?.attempt ?? null, expected?.attempt ?? null).changes;
+    if (changed !== 1) return false;
+    await this.walFsync.flush();
+    return true;
   }
 
   async takeDueReplies(now: number, leaseMs: number, limit: number): Promise<OutboxEntry[]> {
     // One write transaction: with WAL, a second process waits for it, so a reply is leased once.
     const take = this.db.transaction(() => {
-      const rows = this.db
-        .prepare(`SELECT * FROM journal WHERE state = 'reply-pending' AND next_attempt_at <= ? ORDER BY queued_at LIMIT ?`)
-        .all(now, limit) as Record<string, any>[];
-      const lease = this.db.prepare('UPDATE journal SET next_attempt_at = ? WHERE key = ?');
+      const rows = this.sql(`SELECT * FROM journal WHERE state = 'reply-pending' AND next_attempt_at <= ? ORDER BY queued_at LIMIT ?`).all(now, limit) as Record<string, any>[];
+      const lease = this.sql('UPDATE journal SET next_attempt_at = ? WHERE key = ?');
       for (const row of rows) lease.run(now + leaseMs, row.key);
       return rows;
     });
@@ -337,38 +360,38 @@ export class SqliteStore implements StateStore {
   }
 
   async deferReply(key: string, nextAttemptAt: number, error: string) {
-    this.db
-      .prepare(`UPDATE journal SET next_attempt_at = ?, attempts = attempts + 1, last_error = ?, updated_at = ${NOW_SQL} WHERE key = ? AND state = 'reply-pending'`)
-      .run(nextAttemptAt, error, key);
+    this.sql(`UPDATE journal SET next_attempt_at = ?, attempts = attempts + 1, last_error = ?, updated_at = ${NOW_SQL} WHERE key = ? AND state = 'reply-pending'`).run(
+      nextAttemptAt,
+      error,
+      key,
+    );
   }
 
   async outboxStats(): Promise<OutboxStats> {
-    const row = this.db.prepare(`SELECT count(*) AS n, min(queued_at) AS oldest FROM journal WHERE state = 'reply-pending'`).get() as { n: number; oldest: number | null };
+    const row = this.sql(`SELECT count(*) AS n, min(queued_at) AS oldest FROM journal WHERE state = 'reply-pending'`).get() as { n: number; oldest: number | null };
     return { depth: row.n, ...(row.oldest !== null && { oldestQueuedAt: row.oldest }) };
   }
 
   async claim(name: string, owner: string, now: number, until: number): Promise<boolean> {
-    const changed = this.db
-      .prepare(
-        `INSERT INTO leases (name, owner, until) VALUES (?, ?, ?)
-         ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
-         WHERE leases.owner = excluded.owner OR leases.until <= ?`,
-      )
-      .run(name, owner, until, now).changes;
+    const changed = this.sql(
+      `INSERT INTO leases (name, owner, until) VALUES (?, ?, ?)
+       ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+       WHERE leases.owner = excluded.owner OR leases.until <= ?`,
+    ).run(name, owner, until, now).changes;
     return changed === 1;
   }
 
   async release(name: string, owner: string) {
-    this.db.prepare('DELETE FROM leases WHERE name = ? AND owner = ?').run(name, owner);
+    this.sql('DELETE FROM leases WHERE name = ? AND owner = ?').run(name, owner);
   }
 
   async markReplied(key: string) {
-    this.db.prepare(`UPDATE journal SET state = 'replied', reply_raw = NULL, next_attempt_at = NULL, updated_at = ${NOW_SQL} WHERE key = ?`).run(key);
+    this.sql(`UPDATE journal SET state = 'replied', reply_raw = NULL, next_attempt_at = NULL, updated_at = ${NOW_SQL} WHERE key = ?`).run(key);
   }
 
   async counts() {
     const counts = emptyCounts();
-    for (const row of this.db.prepare('SELECT state, count(*) AS n FROM journal GROUP BY state').all() as { state: JournalState; n: number }[]) {
+    for (const row of this.sql('SELECT state, count(*) AS n FROM journal GROUP BY state').all() as { state: JournalState; n: number }[]) {
       counts[row.state] = row.n;
     }
     return counts;
@@ -376,41 +399,37 @@ export class SqliteStore implements StateStore {
 
   async useTotpStep(address: string, step: number): Promise<boolean> {
     // Durable: a code must not work again after a power loss.
-    const changed = this.durable(
-      () =>
-        this.db
-          .prepare(
-            `INSERT INTO totp_used (address, last_step) VALUES (?, ?)
-         ON CONFLICT(address) DO UPDATE SET last_step = excluded.last_step WHERE totp_used.last_step < excluded.last_step`,
-          )
-          .run(address, step).changes,
-    );
-    return changed === 1;
+    const changed = this.sql(
+      `INSERT INTO totp_used (address, last_step) VALUES (?, ?)
+       ON CONFLICT(address) DO UPDATE SET last_step = excluded.last_step WHERE totp_used.last_step < excluded.last_step`,
+    ).run(address, step).changes;
+    if (changed !== 1) return false;
+    await this.walFsync.flush();
+    return true;
   }
 
   async saveConfirmation(p: PendingConfirmation) {
-    this.db.prepare('INSERT INTO confirmations (token, sender, commands, expires_at) VALUES (?, ?, ?, ?)').run(p.token, p.sender, JSON.stringify(p.commands), p.expiresAt);
+    this.sql('INSERT INTO confirmations (token, sender, commands, expires_at) VALUES (?, ?, ?, ?)').run(p.token, p.sender, JSON.stringify(p.commands), p.expiresAt);
   }
 
   async takeConfirmation(token: string, sender: string): Promise<PendingConfirmation | undefined> {
-    const row = this.durable(() => this.db.prepare('DELETE FROM confirmations WHERE token = ? AND sender = ? RETURNING *').get(token, sender)) as Record<string, any> | undefined;
-    return row ? { token, sender: row.sender, commands: JSON.parse(row.commands), expiresAt: row.expires_at } : undefined;
+    const row = this.sql('DELETE FROM confirmations WHERE token = ? AND sender = ? RETURNING *').get(token, sender) as Record<string, any> | undefined;
+    if (!row) return undefined;
+    // Durable before the token's commands run: it must not work again after a power loss.
+    await this.walFsync.flush();
+    return { token, sender: row.sender, commands: JSON.parse(row.commands), expiresAt: row.expires_at };
   }
 
   async recordEvent(kind: RateEvent, subject: string, at: number) {
-    // One commit (one fsync) for both statements: every message records two events.
-    this.db.transaction(() => {
-      this.db.prepare('INSERT INTO events (kind, subject, at) VALUES (?, ?, ?)').run(kind, subject, at);
-      // Rate windows are an hour; keep a day for inspection.
-      this.db.prepare('DELETE FROM events WHERE at < ?').run(at - 86_400_000);
-    }).immediate();
+    this.sql('INSERT INTO events (kind, subject, at) VALUES (?, ?, ?)').run(kind, subject, at);
+    if (this.eventPruning.due(at)) this.sql('DELETE FROM events WHERE at < ?').run(at - EVENTS_KEPT_MS);
   }
 
   async countEvents(kind: RateEvent, subject: string | undefined, since: number): Promise<number> {
     const row = (
       subject === undefined
-        ? this.db.prepare('SELECT count(*) AS n FROM events WHERE kind = ? AND at >= ?').get(kind, since)
-        : this.db.prepare('SELECT count(*) AS n FROM events WHERE kind = ? AND subject = ? AND at >= ?').get(kind, subject, since)
+        ? this.sql('SELECT count(*) AS n FROM events WHERE kind = ? AND at >= ?').get(kind, since)
+        : this.sql('SELECT count(*) AS n FROM events WHERE kind = ? AND subject = ? AND at >= ?').get(kind, subject, since)
     ) as { n: number };
     return row.n;
   }
