@@ -5,7 +5,7 @@ import { CommandError } from '../src/core/errors';
 import { db } from '../src/services/db';
 import { toPositional } from '../src/services/db/params';
 import { openSqlite } from '../src/sqlite/open';
-import { existsSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import type { Config } from '../src/config/types';
 import { FIXED_NOW, demoConfig, tempDir } from './support/env';
 
@@ -160,6 +160,31 @@ test('db update: a constraint violation rolls the whole statement back', async (
 test('named queries stay read-only after an update opened the file read-write', async () => {
   await run('update', { name: 'set_ticket_status', id: '3', status: 'open' });
   assert.match(await failure(run('query', { name: 'sneaky_write' })), /read-only|readonly/i);
+});
+
+test('named queries keep their connection: it sees other writers, follows a replaced file, reports a removed one', async () => {
+  const own = join(dir, 'kept.db');
+  const cfg = demoConfig(dir, (raw) => {
+    raw.services.db.databases.kept = { sqlite: { path: own }, queries: { names: { sql: 'SELECT name FROM t ORDER BY name' } } };
+  });
+  const make = (file: string, names: string[]) => {
+    const w = openSqlite(file);
+    w.exec('CREATE TABLE t (name TEXT)');
+    for (const name of names) w.prepare('INSERT INTO t VALUES (?)').run(name);
+    w.close();
+  };
+  const names = async () => ((await run('query', { name: 'names', db: 'kept' }, cfg)) as { rows: unknown[][] }).rows.map((r) => r[0]);
+  make(own, ['a']);
+  assert.equal(await names(), ['a']);
+  const writer = openSqlite(own);
+  writer.prepare('INSERT INTO t VALUES (?)').run('b');
+  writer.close();
+  assert.equal(await names(), ['a', 'b'], 'a write by another connection is seen');
+  make(join(dir, 'kept-new.db'), ['c']);
+  renameSync(join(dir, 'kept-new.db'), own);
+  assert.equal(await names(), ['c'], 'the file put in its place is read, not the old one');
+  rmSync(own);
+  assert.match(await failure(run('query', { name: 'names', db: 'kept' }, cfg)), /^database file .*kept\.db does not exist$/);
 });
 
 test('db sql runs one read-only statement with the row cap', async () => {

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import type { Statement } from 'better-sqlite3';
+import { statSync } from 'node:fs';
 import { CommandError } from '../../core/errors';
 import { openSqlite } from '../../sqlite/open';
 import { RowCollector, describeError, type EngineOptions } from './common';
@@ -13,22 +14,43 @@ type Db = ReturnType<typeof openSqlite>;
  */
 export function sqliteEngine(cfg: { path: string }, opts: EngineOptions): DbEngine {
   const open = (readonly: boolean): Db => {
-    if (!existsSync(cfg.path)) throw new CommandError(`database file ${cfg.path} does not exist`);
     try {
       return openSqlite(cfg.path, { readonly, fileMustExist: true, timeout: Math.min(opts.timeoutMs, 5000) });
     } catch (err) {
       throw new CommandError(`cannot open database: ${(err as Error).message}`);
     }
   };
-  const withDb = async <T>(fn: (db: Db) => T, options: { readonly?: boolean; changes?: boolean } = {}): Promise<T> => {
-    const db = open(options.readonly ?? true);
+  /**
+   * The read-only connection is kept between requests (opening the file and reading its schema
+   * cost more than a small query), with the statements of named queries compiled once. A file
+   * replaced since (another inode) gets a new connection: the old one would still read the old file.
+   */
+  let reader: { db: Db; file: string; statements: Map<string, Statement> } | undefined;
+  const readerFor = (file: string) => {
+    if (reader?.file !== file) {
+      reader?.db.close();
+      reader = undefined;
+      reader = { db: open(true), file, statements: new Map() };
+    }
+    return reader;
+  };
+  const dropReader = () => {
+    reader?.db.close();
+    reader = undefined;
+  };
+  const withDb = async <T>(fn: (db: Db, statements?: Map<string, Statement>) => T, options: { readonly?: boolean; changes?: boolean } = {}): Promise<T> => {
+    const file = fileIdentity(cfg.path);
+    const readonly = options.readonly ?? true;
+    const kept = readonly ? readerFor(file) : undefined;
+    const db = kept?.db ?? open(false);
     try {
-      return fn(db);
+      return fn(db, kept?.statements);
     } catch (err) {
       if (err instanceof CommandError) throw err;
+      if (kept) dropReader(); // whatever went wrong, the next request starts afresh
       throw translate(err as Error & { code?: string }, options.changes ?? false);
     } finally {
-      db.close();
+      if (!kept) db.close();
     }
   };
   const translate = (err: Error & { code?: string }, changes: boolean): CommandError => {
@@ -45,7 +67,7 @@ export function sqliteEngine(cfg: { path: string }, opts: EngineOptions): DbEngi
   };
 
   /** Reads every row, keeps the first `maxRows`, gives up when the statement timeout has passed. */
-  const collect = (stmt: ReturnType<Db['prepare']>, params: Record<string, unknown> | undefined, maxRows: number): QueryResult => {
+  const collect = (stmt: Statement, params: Record<string, unknown> | undefined, maxRows: number): QueryResult => {
     stmt.raw(true);
     const columns = stmt.columns().map((c) => c.name);
     const rows = new RowCollector(maxRows);
@@ -95,8 +117,13 @@ export function sqliteEngine(cfg: { path: string }, opts: EngineOptions): DbEngi
         }));
       }),
     query: (sql, params, maxRows) =>
-      withDb((db): QueryResult => {
-        const stmt = db.prepare(sql);
+      withDb((db, statements): QueryResult => {
+        // Named queries come from the config: a small, fixed set worth keeping compiled.
+        let stmt = statements?.get(sql);
+        if (!stmt) {
+          stmt = db.prepare(sql);
+          statements?.set(sql, stmt);
+        }
         if (!stmt.reader) throw new CommandError('this named query does not return rows');
         return collect(stmt, params, maxRows);
       }),
@@ -123,6 +150,17 @@ export function sqliteEngine(cfg: { path: string }, opts: EngineOptions): DbEngi
       }),
     version: () => withDb((db) => `SQLite ${(db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}`),
     check: (sql) => withDb((db) => void db.prepare(sql)),
-    close: async () => undefined,
+    close: async () => dropReader(),
   };
+}
+
+/** Device and inode of the database file: which file a kept connection reads. */
+function fileIdentity(path: string): string {
+  let stat;
+  try {
+    stat = statSync(path);
+  } catch {
+    throw new CommandError(`database file ${path} does not exist`);
+  }
+  return `${stat.dev}:${stat.ino}`;
 }
