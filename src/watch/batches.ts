@@ -12,8 +12,18 @@ import { KeptLeases, leaseMessage, messageLeaseMs, type AgentIdentity, type Mess
 const RECOVERY_BATCH = 50;
 /** Messages downloaded, leased and claimed at once: up to limits.maxMessageBytes + 1 bytes each. */
 const FETCH_BATCH = 10;
-/** Messages of one batch processed at the same time. */
+/** Messages run through the pipeline at the same time. */
 const CONCURRENCY = 10;
+/**
+ * The next slice of the inbox is claimed while the pipeline still works on this many: the IMAP
+ * round trips of a claim overlap the work, and at most this + FETCH_BATCH messages are held.
+ */
+const CLAIM_AHEAD = 5;
+/**
+ * Handled messages are filed (one MOVE out of the processing folder) this many at a time, or when
+ * the inbox is empty: each filing costs two SELECTs, and the reply is out already.
+ */
+const FILE_BATCH = 50;
 /** A full catch-up now and then: the processing folder (leases of dead agents expire) and the inbox. */
 export const CATCH_UP_MS = 5 * 60_000;
 /** A message that failed for a temporary reason is retried this soon. */
@@ -118,8 +128,7 @@ export class MessageBatches {
         break;
       }
       if (uids.length === 0 || this.host.stopping) break;
-      let claimed = 0;
-      for (let i = 0; i < uids.length && !this.host.stopping; i += FETCH_BATCH) claimed += await this.claimSlice(uids.slice(i, i + FETCH_BATCH));
+      const claimed = await this.claimAndHandle(uids);
       // What is left is leased by other agents (they move it) or gone: listing again now would spin.
       if (claimed === 0) break;
       if (this.host.once && !this.mailWaiting) {
@@ -130,6 +139,40 @@ export class MessageBatches {
     }
     await source.selectInbox(); // idle where new mail arrives
     this.host.synced();
+  }
+
+  /**
+   * Claims the inbox messages a slice at a time and hands them to the pipeline as they come: the
+   * next slice is claimed while the pipeline works on this one. Handled messages are filed in
+   * groups. Returns how many it moved into the processing folder.
+   */
+  private async claimAndHandle(uids: number[]): Promise<number> {
+    const source = this.host.source;
+    const work = new WorkQueue<Held, Handled>(CONCURRENCY, (h) => this.handle(h, 'inbox'));
+    let claimed = 0;
+    try {
+      for (let i = 0; i < uids.length && !this.host.stopping; i += FETCH_BATCH) {
+        await work.below(CLAIM_AHEAD);
+        if (work.finished.length >= FILE_BATCH) await this.file(source.folders.processing, work.takeFinished());
+        const moved = await this.claimSlice(uids.slice(i, i + FETCH_BATCH));
+        if ('withoutUids' in moved) {
+          // The new UIDs are unknown: take the messages up in the processing folder, once the
+          // pipeline is done with those it holds (recovery would lease them too).
+          await work.idle();
+          await this.file(source.folders.processing, work.takeFinished());
+          await this.recoverProcessing();
+          claimed += moved.withoutUids;
+          continue;
+        }
+        work.push(moved.held);
+        claimed += moved.held.length;
+      }
+    } finally {
+      // Whatever happened, messages the pipeline took are finished and filed (or given back).
+      await work.idle();
+      await this.file(source.folders.processing, work.takeFinished());
+    }
+    return claimed;
   }
 
   /** Downloads messages of `folder` (cut after the size limit), each with the lease of its key taken; a message another agent holds is left out. */
@@ -160,13 +203,14 @@ export class MessageBatches {
   }
 
   /**
-   * Claims a few inbox messages: leases them, then moves the leased ones into the processing folder,
-   * and handles them there. Returns how many it moved.
+   * Claims a few inbox messages: leases them, then moves the leased ones into the processing
+   * folder. Returns them with their UIDs there, or only how many moved when the server does not
+   * tell the new UIDs (no UIDPLUS: the leases are given back).
    */
-  private async claimSlice(uids: number[]): Promise<number> {
+  private async claimSlice(uids: number[]): Promise<{ held: Held[] } | { withoutUids: number }> {
     const source = this.host.source;
     const leased = await this.fetchAndLease(source.folders.inbox, uids);
-    if (leased.length === 0) return 0;
+    if (leased.length === 0) return { held: [] };
     let claimed: Map<number, number> | 'unknown';
     try {
       claimed = await source.claim(leased.map((h) => h.uid));
@@ -175,10 +219,8 @@ export class MessageBatches {
       throw err;
     }
     if (claimed === 'unknown') {
-      // Without UIDPLUS the new UIDs are unknown: give the leases back and take the messages up in the processing folder.
       await Promise.all(leased.map((h) => h.lease.release().catch(() => undefined)));
-      await this.recoverProcessing();
-      return leased.length;
+      return { withoutUids: leased.length };
     }
     const moved: Held[] = [];
     for (const h of leased) {
@@ -186,8 +228,7 @@ export class MessageBatches {
       if (uid === undefined) await h.lease.release().catch(() => undefined); // gone from the inbox meanwhile
       else moved.push({ ...h, uid });
     }
-    await this.handleAndFile(source.folders.processing, moved, 'inbox');
-    return moved.length;
+    return { held: moved };
   }
 
   /** Fetches, handles and files messages left in `folder`, a few at a time (memory). */
@@ -198,8 +239,13 @@ export class MessageBatches {
   }
 
   private async handleAndFile(folder: string, held: Held[], origin: 'inbox' | 'recovery'): Promise<void> {
+    await this.file(folder, await mapLimit(held, CONCURRENCY, (h) => this.handle(h, origin)));
+  }
+
+  /** Files handled messages of `folder` by where they go; the leases of filed ones are kept, the others given back. */
+  private async file(folder: string, results: Handled[]): Promise<void> {
+    if (results.length === 0) return;
     const source = this.host.source;
-    const results = await mapLimit(held, CONCURRENCY, (h) => this.handle(h, origin));
     const done = new Set<number>();
     try {
       for (const to of ['processed', 'rejected'] as const) {
@@ -209,6 +255,9 @@ export class MessageBatches {
         if (await source.move(group, folder, target)) group.forEach((uid) => done.add(uid));
         else this.host.log.warn('could not file messages; they stay in processing', { folder: target, count: group.length });
       }
+    } catch (err) {
+      // The connection failed: what is not filed stays in processing, answered; recovery files it.
+      this.host.log.warn('could not file messages; they stay in processing', { count: results.length - done.size, err });
     } finally {
       // Filed: keep the lease (it marks the message as done for a while); otherwise give it back.
       await Promise.all(results.map((r) => (done.has(r.uid) ? this.keptLeases.keep(r.lease) : r.lease.release().catch(() => undefined))));
@@ -261,14 +310,67 @@ function filing(outcome: Outcome): 'processed' | 'rejected' {
 }
 
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]);
+  const work = new WorkQueue(limit, fn);
+  work.push(items);
+  await work.idle();
+  if (work.failures.length) throw work.failures[0];
+  return work.takeFinished();
+}
+
+/**
+ * Items worked on by `fn`, at most `limit` at a time, in the order they were pushed; results are
+ * collected in the order they finish, errors apart.
+ */
+class WorkQueue<T, R> {
+  readonly finished: R[] = [];
+  readonly failures: unknown[] = [];
+  private readonly waiting: T[] = [];
+  private running = 0;
+  private wakeUps: (() => void)[] = [];
+
+  constructor(
+    private readonly limit: number,
+    private readonly fn: (item: T) => Promise<R>,
+  ) {}
+
+  push(items: T[]): void {
+    this.waiting.push(...items);
+    this.startMore();
+  }
+
+  /** Items not finished yet (waiting or running). */
+  get pending(): number {
+    return this.waiting.length + this.running;
+  }
+
+  /** Resolves once fewer than `n` items are pending. */
+  async below(n: number): Promise<void> {
+    while (this.pending >= Math.max(1, n)) await new Promise<void>((wake) => this.wakeUps.push(wake));
+  }
+
+  /** Resolves once nothing is pending. */
+  idle(): Promise<void> {
+    return this.below(1);
+  }
+
+  takeFinished(): R[] {
+    return this.finished.splice(0);
+  }
+
+  private startMore(): void {
+    while (this.running < this.limit && this.waiting.length) {
+      const item = this.waiting.shift()!;
+      this.running++;
+      void this.fn(item)
+        .then(
+          (result) => void this.finished.push(result),
+          (err: unknown) => void this.failures.push(err),
+        )
+        .finally(() => {
+          this.running--;
+          this.startMore();
+          for (const wake of this.wakeUps.splice(0)) wake();
+        });
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
+  }
 }
