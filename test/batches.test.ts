@@ -30,17 +30,17 @@ test.after(async () => {
   work?.cleanup();
 });
 
-test('catchUp leases, claims, answers and files every waiting message: answers to Processed, refusals to Rejected', async () => {
-  const file = writeAgentConfig(stack, work.dir, 'solo', (raw) => {
+async function batchHost(name: string) {
+  const file = writeAgentConfig(stack, work.dir, name, (raw) => {
     delete raw.services.jobs;
     delete raw.services.db;
+    raw.security = { ...raw.security, messagesPerUserPerHour: 1000, repliesPerHour: 1000 };
   });
   const config = await loadConfig(file);
   const store = new MemoryStore();
   const log = createLogger({ level: 'error', json: true });
   const source = await ImapSource.connect(config, log, { onMail: () => undefined, onClose: () => undefined, onEvent: () => undefined });
-  let queued = 0;
-  let synced = 0;
+  const counters = { queued: 0, synced: 0 };
   const host: BatchHost = {
     config,
     store,
@@ -51,21 +51,61 @@ test('catchUp leases, claims, answers and files every waiting message: answers t
     source,
     stopping: false,
     deps: () => ({ ...testDeps(config), store }),
-    replyQueued: () => void queued++,
-    synced: () => void synced++,
+    replyQueued: () => void counters.queued++,
+    synced: () => void counters.synced++,
   };
+  return { host, store, source, counters };
+}
+
+test('catchUp leases, claims, answers and files every waiting message: answers to Processed, refusals to Rejected', async () => {
+  const { host, store, source, counters } = await batchHost('solo');
   try {
     await sendMails(stack, [{ subject: 'help', text: 'help\n' }, { subject: 'status', text: 'status\n' }, { subject: 'nonsense', text: 'frobnicate now\n' }]);
     await waitForCount(stack, 'agent', 3, { timeoutMs: 20_000, intervalMs: 50 });
     const batches = new MessageBatches(host);
     await batches.catchUp();
     assert.is(batches.handled, 3);
-    assert.is(queued, 3, 'every reply (two answers and one refusal) was handed to the outbox');
-    assert.is(synced, 1);
+    assert.is(counters.queued, 3, 'every reply (two answers and one refusal) was handed to the outbox');
+    assert.is(counters.synced, 1);
     const counts = await folderCounts(stack, 'agent', ['INBOX', 'Processing', 'Processed', 'Rejected']);
     assert.equal(counts, { INBOX: 0, Processing: 0, Processed: 2, Rejected: 1 });
     const due = await store.takeDueReplies(Date.now(), 1000, 10);
     assert.is(due.length, 3);
+    await batches.releaseKept();
+  } finally {
+    await source.close();
+  }
+});
+
+test('a backlog: slices are claimed while the pipeline works, each message handled once, filed in groups', async () => {
+  const { host, store, source } = await batchHost('backlog');
+  const filings: number[] = [];
+  const move = source.move.bind(source);
+  source.move = async (uids, from, to) => {
+    filings.push(uids.length);
+    return move(uids, from, to);
+  };
+  try {
+    const mails = Array.from({ length: 73 }, (_, i) => (i % 8 === 7 ? { subject: `odd ${i}`, text: 'frobnicate now\n' } : { subject: `help ${i}`, text: 'help\n' }));
+    const before = await folderCounts(stack, 'agent', ['Processed', 'Rejected']);
+    const ids = await sendMails(stack, mails);
+    await waitForCount(stack, 'agent', 73, { timeoutMs: 30_000, intervalMs: 50 });
+    const batches = new MessageBatches(host);
+    await batches.catchUp();
+    assert.is(batches.handled, 73);
+    const counts = await folderCounts(stack, 'agent', ['INBOX', 'Processing', 'Processed', 'Rejected']);
+    assert.equal(counts, { INBOX: 0, Processing: 0, Processed: before.Processed + 64, Rejected: before.Rejected + 9 });
+    for (const id of ids) {
+      const entry = await store.get(`mid:${id}`);
+      assert.is(entry?.attempt ?? 1, 1, `${id} was handled once`);
+    }
+    assert.is((await store.takeDueReplies(Date.now(), 1000, 100)).length, 73);
+    // Filed out of Processing in groups of about fifty (answers and refusals apart), not per slice of ten.
+    assert.ok(filings.length <= 4, `filings: ${filings.join(', ')}`);
+    assert.is(
+      filings.reduce((a, b) => a + b, 0),
+      73,
+    );
     await batches.releaseKept();
   } finally {
     await source.close();
