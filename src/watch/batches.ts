@@ -6,6 +6,7 @@ import type { ImapSource } from '../mail/imap-source';
 import type { StateStore } from '../state/store';
 import { DryRunPreview } from './dry-run';
 import { messageKey } from './headers';
+import { capYoungGeneration } from './heap';
 import { KeptLeases, leaseMessage, messageLeaseMs, type AgentIdentity, type MessageLease } from './leases';
 
 /** Messages of the processing folder recovered per round. */
@@ -278,6 +279,7 @@ export class MessageBatches {
       }
       const started = performance.now();
       const outcome = await processMessage(raw, this.host.deps(raw));
+      capYoungGeneration();
       this.handled++;
       this.lastHandledAt = Date.now();
       if (outcome.kind === 'reply') this.host.replyQueued();
