@@ -80,31 +80,45 @@ test('catchUp leases, claims, answers and files every waiting message: answers t
 test('a backlog: slices are claimed while the pipeline works, each message handled once, filed in groups', async () => {
   const { host, store, source } = await batchHost('backlog');
   const filings: number[] = [];
+  const downloads: number[][] = [];
+  const fetchSources = source.fetchSources.bind(source);
+  source.fetchSources = async (path, uids, maxBytes) => {
+    const fetched = await fetchSources(path, uids, maxBytes);
+    downloads.push([...fetched.values()].map((raw) => raw.length));
+    return fetched;
+  };
   const move = source.move.bind(source);
   source.move = async (uids, from, to) => {
     filings.push(uids.length);
     return move(uids, from, to);
   };
   try {
-    const mails = Array.from({ length: 73 }, (_, i) => (i % 8 === 7 ? { subject: `odd ${i}`, text: 'frobnicate now\n' } : { subject: `help ${i}`, text: 'help\n' }));
+    // Two large ones among them are downloaded on their own (the attachment, in base64, makes each ~410 KB).
+    const big = { filename: 'dump.bin', content: Buffer.alloc(300_000, 7) };
+    const mails = Array.from({ length: 75 }, (_, i) =>
+      i === 20 || i === 50 ? { subject: `large ${i}`, text: 'help\n', attachments: [big] } : i % 8 === 7 ? { subject: `odd ${i}`, text: 'frobnicate now\n' } : { subject: `help ${i}`, text: 'help\n' },
+    );
     const before = await folderCounts(stack, 'agent', ['Processed', 'Rejected']);
     const ids = await sendMails(stack, mails);
-    await waitForCount(stack, 'agent', 73, { timeoutMs: 30_000, intervalMs: 50 });
+    await waitForCount(stack, 'agent', 75, { timeoutMs: 30_000, intervalMs: 50 });
     const batches = new MessageBatches(host);
     await batches.catchUp();
-    assert.is(batches.handled, 73);
+    assert.is(batches.handled, 75);
     const counts = await folderCounts(stack, 'agent', ['INBOX', 'Processing', 'Processed', 'Rejected']);
-    assert.equal(counts, { INBOX: 0, Processing: 0, Processed: before.Processed + 64, Rejected: before.Rejected + 9 });
+    assert.equal(counts, { INBOX: 0, Processing: 0, Processed: before.Processed + 66, Rejected: before.Rejected + 9 });
     for (const id of ids) {
       const entry = await store.get(`mid:${id}`);
       assert.is(entry?.attempt ?? 1, 1, `${id} was handled once`);
     }
-    assert.is((await store.takeDueReplies(Date.now(), 1000, 100)).length, 73);
-    // Filed out of Processing in groups of about fifty (answers and refusals apart), not per slice of ten.
+    assert.is((await store.takeDueReplies(Date.now(), 1000, 100)).length, 75);
+    const large = downloads.filter((sizes) => sizes.some((n) => n > 256 * 1024));
+    assert.equal(large.map((sizes) => sizes.length), [1, 1], 'each large message downloaded alone');
+    assert.ok(Math.max(...downloads.map((sizes) => sizes.length)) > 10, 'small ones in slices of up to twenty');
+    // Filed out of Processing in groups of about fifty (answers and refusals apart), not per slice.
     assert.ok(filings.length <= 4, `filings: ${filings.join(', ')}`);
     assert.is(
       filings.reduce((a, b) => a + b, 0),
-      73,
+      75,
     );
     await batches.releaseKept();
   } finally {

@@ -191,6 +191,12 @@ export class ImapSource {
     return (uids || []).sort((a, b) => a - b);
   }
 
+  /** UIDs of the messages in a folder larger than `bytes` (SEARCH LARGER): they are downloaded one at a time. */
+  async largerThan(path: string, bytes: number): Promise<Set<number>> {
+    await this.select(path);
+    return new Set((await this.client.search({ deleted: false, larger: bytes }, { uid: true })) || []);
+  }
+
   /**
    * MOVE where the server has it (RFC 6851). Without it: UID COPY, and only when the server
    * confirmed the copy, \Deleted and UID EXPUNGE of exactly these UIDs. imapflow's own fallback

@@ -9,17 +9,20 @@ import { messageKey } from './headers';
 import { capYoungGeneration } from './heap';
 import { KeptLeases, leaseMessage, messageLeaseMs, type AgentIdentity, type MessageLease } from './leases';
 
-/** Messages of the processing folder recovered per round. */
-const RECOVERY_BATCH = 50;
-/** Messages downloaded, leased and claimed at once: up to limits.maxMessageBytes + 1 bytes each. */
-const FETCH_BATCH = 10;
+/** Small messages downloaded, leased and claimed at once. */
+const FETCH_BATCH = 20;
+/** Larger than this, a message is downloaded on its own: a slice of small ones stays under 5 MiB. */
+const LARGE_MESSAGE_BYTES = 256 * 1024;
 /** Messages run through the pipeline at the same time. */
 const CONCURRENCY = 10;
 /**
- * The next slice of the inbox is claimed while the pipeline still works on this many: the IMAP
- * round trips of a claim overlap the work, and at most this + FETCH_BATCH messages are held.
+ * The next slice of the inbox is claimed while the pipeline still works on fewer than this many
+ * messages holding fewer than HELD_BYTES: the IMAP round trips of a claim overlap the work, and
+ * what is held stays bounded (what the pipeline holds plus one slice; a message is at most
+ * limits.maxMessageBytes + 1 bytes, cut after that).
  */
-const CLAIM_AHEAD = 5;
+const CLAIM_AHEAD = 10;
+const HELD_BYTES = 8 * 1024 * 1024;
 /**
  * Handled messages are filed (one MOVE out of the processing folder) this many at a time, or when
  * the inbox is empty: each filing costs two SELECTs, and the reply is out already.
@@ -112,9 +115,12 @@ export class MessageBatches {
   private async recoverProcessing(): Promise<void> {
     const source = this.host.source;
     const uids = await source.listUids(source.folders.processing);
-    if (uids.length) this.host.log.info('recovering messages left in processing', { count: uids.length });
-    for (let i = 0; i < uids.length && !this.host.stopping; i += RECOVERY_BATCH) {
-      await this.work(source.folders.processing, uids.slice(i, i + RECOVERY_BATCH));
+    if (uids.length === 0) return;
+    this.host.log.info('recovering messages left in processing', { count: uids.length });
+    const large = await source.largerThan(source.folders.processing, LARGE_MESSAGE_BYTES);
+    for (const slice of slices(uids, large)) {
+      if (this.host.stopping) break;
+      await this.handleAndFile(source.folders.processing, await this.fetchAndLease(source.folders.processing, slice), 'recovery');
     }
   }
 
@@ -149,13 +155,15 @@ export class MessageBatches {
    */
   private async claimAndHandle(uids: number[]): Promise<number> {
     const source = this.host.source;
-    const work = new WorkQueue<Held, Handled>(CONCURRENCY, (h) => this.handle(h, 'inbox'));
+    const work = new WorkQueue<Held, Handled>(CONCURRENCY, (h) => this.handle(h, 'inbox'), (h) => h.raw.length);
+    const large = await source.largerThan(source.folders.inbox, LARGE_MESSAGE_BYTES);
     let claimed = 0;
     try {
-      for (let i = 0; i < uids.length && !this.host.stopping; i += FETCH_BATCH) {
-        await work.below(CLAIM_AHEAD);
+      for (const slice of slices(uids, large)) {
+        if (this.host.stopping) break;
+        await work.below(CLAIM_AHEAD, HELD_BYTES);
         if (work.finished.length >= FILE_BATCH) await this.file(source.folders.processing, work.takeFinished());
-        const moved = await this.claimSlice(uids.slice(i, i + FETCH_BATCH));
+        const moved = await this.claimSlice(slice);
         if ('withoutUids' in moved) {
           // The new UIDs are unknown: take the messages up in the processing folder, once the
           // pipeline is done with those it holds (recovery would lease them too).
@@ -230,13 +238,6 @@ export class MessageBatches {
       else moved.push({ ...h, uid });
     }
     return { held: moved };
-  }
-
-  /** Fetches, handles and files messages left in `folder`, a few at a time (memory). */
-  private async work(folder: string, uids: number[]): Promise<void> {
-    for (let i = 0; i < uids.length && !this.host.stopping; i += FETCH_BATCH) {
-      await this.handleAndFile(folder, await this.fetchAndLease(folder, uids.slice(i, i + FETCH_BATCH)), 'recovery');
-    }
   }
 
   private async handleAndFile(folder: string, held: Held[], origin: 'inbox' | 'recovery'): Promise<void> {
@@ -319,24 +320,45 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
   return work.takeFinished();
 }
 
+/** UIDs in slices for one download each: up to FETCH_BATCH small messages, or one large one. */
+function* slices(uids: number[], large: Set<number>): Generator<number[]> {
+  let small: number[] = [];
+  for (const uid of uids) {
+    if (large.has(uid)) {
+      yield [uid];
+      continue;
+    }
+    small.push(uid);
+    if (small.length === FETCH_BATCH) {
+      yield small;
+      small = [];
+    }
+  }
+  if (small.length) yield small;
+}
+
 /**
  * Items worked on by `fn`, at most `limit` at a time, in the order they were pushed; results are
- * collected in the order they finish, errors apart.
+ * collected in the order they finish, errors apart. `weigh` tells what an item holds (bytes).
  */
 class WorkQueue<T, R> {
   readonly finished: R[] = [];
   readonly failures: unknown[] = [];
   private readonly waiting: T[] = [];
   private running = 0;
+  /** Weight of the items waiting or running. */
+  private weight = 0;
   private wakeUps: (() => void)[] = [];
 
   constructor(
     private readonly limit: number,
     private readonly fn: (item: T) => Promise<R>,
+    private readonly weigh: (item: T) => number = () => 0,
   ) {}
 
   push(items: T[]): void {
     this.waiting.push(...items);
+    for (const item of items) this.weight += this.weigh(item);
     this.startMore();
   }
 
@@ -345,9 +367,9 @@ class WorkQueue<T, R> {
     return this.waiting.length + this.running;
   }
 
-  /** Resolves once fewer than `n` items are pending. */
-  async below(n: number): Promise<void> {
-    while (this.pending >= Math.max(1, n)) await new Promise<void>((wake) => this.wakeUps.push(wake));
+  /** Resolves once fewer than `count` items weighing less than `weight` in all are pending (or none). */
+  async below(count: number, weight = Infinity): Promise<void> {
+    while (this.pending > 0 && (this.pending >= count || this.weight >= weight)) await new Promise<void>((wake) => this.wakeUps.push(wake));
   }
 
   /** Resolves once nothing is pending. */
@@ -370,6 +392,7 @@ class WorkQueue<T, R> {
         )
         .finally(() => {
           this.running--;
+          this.weight -= this.weigh(item);
           this.startMore();
           for (const wake of this.wakeUps.splice(0)) wake();
         });

@@ -14,6 +14,7 @@ export interface OutgoingMail {
   /** Angle brackets included; default a fresh unique one. */
   messageId?: string;
   headers?: Record<string, string>;
+  attachments?: { filename: string; content: Buffer }[];
 }
 
 export interface FetchedMail {
@@ -68,6 +69,7 @@ function envelopeOf(m: OutgoingMail) {
       messageId,
       date: new Date(),
       headers: m.headers,
+      attachments: m.attachments,
     },
   };
 }
