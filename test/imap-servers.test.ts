@@ -52,7 +52,9 @@ for (const [label, capabilities] of [
 ] as const) {
   test(`${label}: a claim that fails leaves the message in INBOX; one that works takes it out of INBOX`, async () => {
     const stack = await stackWith(capabilities);
+    // One after the other: Postfix may deliver two queued mails in either order, and UIDs follow delivery.
     await sendMail(stack, { from: 'ops@example.com', to: 'agent@example.com', subject: 'first', text: 'status' });
+    await waitForCount(stack, 'agent', 1);
     await sendMail(stack, { from: 'ops@example.com', to: 'agent@example.com', subject: 'second', text: 'status' });
     await waitForCount(stack, 'agent', 2);
     const source = await agentSource(stack);
