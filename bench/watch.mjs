@@ -31,7 +31,11 @@
 // Goals, each printed next to its figure:
 //   1. agent / raw rate ≥ 0.4. Each request costs two deliveries through the same Postfix and
 //      Dovecot (the request, then its reply), so 0.5 is the ceiling; 0.4 is 80 % of it.
-//   2. p50 send → reply with 300 requests queued at once ≤ 1.2 s (checked when N = 300).
+//   2. p50 send → reply with 300 requests queued at once ≤ 1.2 s (checked when N = 300). Printed
+//      with it, what the machine allows: once every CPU is busy, half the replies are in only
+//      after the machine has delivered N/2 requests, their N/2 replies and the other N/2 requests
+//      (Postfix delivers all it holds at once); at (a)'s CPU per delivery that is a floor for an
+//      agent that costs nothing, and, at (b)'s CPU per request, a model of the p50 measured.
 //   3. p50 send → reply, one at a time, ≤ 0.65 s.
 //   4. peak RSS of the watch process working through 1000 queued requests < 120 MiB (checked
 //      when N = 1000; other N print the figure only).
@@ -86,7 +90,7 @@ const { createDemoDatabase } = await import('../examples/demo-db.mjs');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const secs = (ms) => (ms / 1000).toFixed(3);
 const mib = (kib) => (kib / KiB).toFixed(1);
-const verdict = (ok) => (ok ? 'ok' : 'OVER');
+const verdict = (ok) => (ok ? 'ok' : 'MISSED');
 const pct = (part, whole) => `${((100 * part) / whole).toFixed(0)} %`;
 /** The 1, 5 and 15 minute load averages: the figures mean little on a busy machine. */
 const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
@@ -465,6 +469,13 @@ try {
   const ratio = median(rounds.map((x) => x.ratio));
   const queuedP50 = median(rounds.map((x) => percentile(x.bulkLat, 50))) / 1000;
   const pacedP50 = percentile(pacedLat, 50) / 1000;
+  // With N sent at once and every CPU busy, half the replies are in once the machine has delivered
+  // N/2 requests and their replies and, meanwhile, the other N/2 requests: a floor set by the mail
+  // stack's CPU per delivery in (a), whatever the agent does (medians over the rounds).
+  const deliveryCpu = median(rounds.map((x) => (x.machineA.busyShare * x.machineA.cpus * x.wallA) / N));
+  const requestCpu = median(rounds.map((x) => (x.machineB.busyShare * x.machineB.cpus * x.wallB) / N));
+  const queuedFloor = ((N / 2) * 3 * deliveryCpu) / machineA.cpus;
+  const queuedModel = ((N / 2) * (requestCpu + deliveryCpu)) / machineA.cpus;
   const peakKiB = mem.children.length ? Math.max(mem.hwmKiB, mem.treePeakKiB) : mem.hwmKiB;
   const p = (lat) => `p50 ${secs(percentile(lat, 50))} s, p95 ${secs(percentile(lat, 95))} s`;
   const machineLine = (m, wall, unit, agentCpu) => {
@@ -494,6 +505,10 @@ try {
   console.log(
     `      p50 send → reply, ${N} queued:      ${queuedP50.toFixed(3)} s  ` +
       (N === GOAL.queuedN ? `(goal ≤ ${GOAL.queuedP50} s: ${verdict(queuedP50 <= GOAL.queuedP50)})` : `(the goal, ≤ ${GOAL.queuedP50} s, is for ${GOAL.queuedN} queued)`),
+  );
+  console.log(
+    `      what the machine allows:         p50 ≥ ~${queuedFloor.toFixed(2)} s for an agent that costs nothing; ` +
+      `~${queuedModel.toFixed(2)} s for this one (CPU for ${N / 2} requests in and out and the other ${N / 2} in, on ${machineA.cpus} CPUs)`,
   );
   console.log(`      p50 send → reply, one at a time: ${pacedP50.toFixed(3)} s  (goal ≤ ${GOAL.pacedP50} s: ${verdict(pacedP50 <= GOAL.pacedP50)}; ${p(pacedLat)})`);
   console.log(
