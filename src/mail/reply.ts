@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type MailComposerClass from 'nodemailer/lib/mail-composer';
 import type { Config } from '../config/types';
 import type { Attachment } from '../render/transcript';
+import { composeMessage } from './compose';
 import type { IncomingMail } from './parse';
 
 /** A reply ready to hand to SMTP: the exact bytes and the envelope. */
@@ -77,10 +77,9 @@ function compose(
   fields: { to: string; subject: string; inReplyTo?: string; references?: string[]; autoSubmitted: 'auto-replied' | 'auto-generated'; text: string; attachments?: Attachment[] },
   now: Date,
 ): Promise<ReplyMessage> {
-  const MailComposer = require('nodemailer/lib/mail-composer') as typeof MailComposerClass;
   const domain = config.agent.address.split('@')[1];
   const messageId = `<${OWN_ID_PREFIX}${randomUUID()}@${domain}>`;
-  const mail = new MailComposer({
+  return composeMessage({
     from: { name: config.agent.name ?? 'mailagent', address: config.agent.address },
     to: fields.to,
     subject: fields.subject,
@@ -92,8 +91,7 @@ function compose(
     headers: { 'Auto-Submitted': fields.autoSubmitted, 'X-Loop': config.agent.address, 'X-Auto-Response-Suppress': 'All' },
     text: boundedText(fields.text),
     attachments: fields.attachments?.map((a) => ({ filename: a.filename, contentType: a.contentType, ...('path' in a ? { path: a.path } : { content: a.content }) })),
-  });
-  return new Promise<Buffer>((resolve, reject) => mail.compile().build((err: Error | null, msg: Buffer) => (err ? reject(err) : resolve(msg)))).then((raw) => ({
+  }).then((raw) => ({
     messageId,
     envelope: { from: config.agent.address, to: [fields.to] },
     raw,

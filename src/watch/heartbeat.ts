@@ -1,10 +1,10 @@
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { dirname } from 'node:path';
-import type MailComposerClass from 'nodemailer/lib/mail-composer';
 import { resolveSecret } from '../config/secrets';
 import type { Config, HeartbeatConfig } from '../config/types';
 import type { Logger } from '../core/log';
 import { smtpTransportOptions } from '../core/smtp-options';
+import { composeMessage } from '../mail/compose';
 import { executeProcess } from '../services/jobs/runner';
 import { scrub } from '../services/mail/clients';
 import { scheduleKey, type ServiceStore } from '../state/service-store';
@@ -136,8 +136,7 @@ export function judgeProbes(probes: ProbeRecord[], now: number, timeoutMs: numbe
 }
 
 function composeMail(fields: { fromName: string; from: string; to: string; domain: string; subject: string; text: string; headers: Record<string, string> }, now: number): Promise<Buffer> {
-  const MailComposer = require('nodemailer/lib/mail-composer') as typeof MailComposerClass;
-  const mail = new MailComposer({
+  return composeMessage({
     from: { name: fields.fromName, address: fields.from },
     to: fields.to,
     subject: fields.subject,
@@ -147,7 +146,6 @@ function composeMail(fields: { fromName: string; from: string; to: string; domai
     headers: { 'Auto-Submitted': 'auto-generated', 'X-Auto-Response-Suppress': 'All', ...fields.headers },
     text: fields.text,
   });
-  return new Promise<Buffer>((resolve, reject) => mail.compile().build((err: Error | null, msg: Buffer) => (err ? reject(err) : resolve(msg))));
 }
 
 /** The probe: From and To the agent's address, authenticated by the MAC in its header. */
