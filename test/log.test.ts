@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger, REDACTED } from '../src/core/log';
@@ -73,6 +74,27 @@ test('terminal mode writes readable lines with the same redaction', () => {
   const { log, lines } = capture({ json: false });
   log.info('ready', { mailbox: 'INBOX', uids: 3, password: 'x', note: 'two words' });
   assert.is(lines[0], `10:00:00.123 INFO  ready  mailbox=INBOX uids=3 password=${REDACTED} note="two words"\n`);
+});
+
+test('stderr: lines of one turn go out in one write, and every line is written before an exit', () => {
+  // A child process logs a burst, counts its writes to stderr, then exits at once (as watch does on a fatal error).
+  const script = `
+    const { createLogger } = require('./src/core/log');
+    let writes = 0;
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = (chunk) => { writes++; return write(chunk); };
+    const log = createLogger({ json: true });
+    for (let i = 0; i < 50; i++) log.info('burst', { i });
+    setImmediate(() => {
+      process.stdout.write(String(writes));
+      log.error('fatal', { code: 75 });
+      process.exit(75);
+    });`;
+  const child = spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', script], { cwd: `${__dirname}/..`, encoding: 'utf8' });
+  assert.is(child.status, 75, child.stderr);
+  assert.is(child.stdout, '1', 'fifty lines of one turn in one write');
+  const lines = child.stderr.trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.map((l) => l.i ?? l.msg), [...Array.from({ length: 50 }, (_, i) => i), 'fatal']);
 });
 
 test.run();

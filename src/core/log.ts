@@ -80,10 +80,38 @@ function readable(time: Date, level: LogLevel, message: string, fields: LogField
   return `${clock} ${level.toUpperCase().padEnd(5)} ${message}${parts.length ? `  ${parts.join(' ')}` : ''}`;
 }
 
+/** One for all loggers, so their lines keep their order. */
+let stderrWriter: ((line: string) => void) | undefined;
+
+/**
+ * Lines for stderr, written together once per turn of the event loop: a write to a pipe is a
+ * system call that also wakes its reader (journald), and a busy agent logs a few lines per
+ * message. What is pending is written before the process exits, however it exits.
+ */
+function stderrByTurn(): (line: string) => void {
+  let pending: string[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const text = pending.join('');
+    pending = [];
+    process.stderr.write(text);
+  };
+  process.on('exit', flush);
+  return (line) => {
+    pending.push(line);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+}
+
 export function createLogger(options: LoggerOptions = {}): Logger {
   const threshold = RANK[options.level ?? 'info'];
   const json = options.json ?? !process.stderr.isTTY;
-  const write = options.write ?? ((line: string) => process.stderr.write(line));
+  const write = options.write ?? (stderrWriter ??= stderrByTurn());
   const now = options.now ?? (() => new Date());
   const at = (level: LogLevel): LogFn => (message, fields = {}) => {
     if (RANK[level] < threshold) return;
