@@ -6,19 +6,18 @@ import type Mail from 'nodemailer/lib/mailer';
  * are encoded and folded (and injection refused) by one well-tested implementation.
  *
  * MimeNode.build() streams even a short text through a chain of Transform streams (content,
- * encoder, LastNewline, pipeline bookkeeping); for a reply that was the largest cost of a request
- * in the agent. A message that is one text part is therefore put together here from the same
+ * encoder, LastNewline, pipeline bookkeeping, a setImmediate between steps); for a reply that
+ * was a large part of the agent's CPU per request. A message that is one text part is therefore put together here from the same
  * pieces without streams: MimeNode's own header block, the body encoded by nodemailer's own
  * quoted-printable or base64 encoder, and the final line break LastNewline adds. The bytes are the
  * same (test/compose.test.ts compares both ways over a corpus); anything else (attachments, a
  * multipart tree, transforms) goes through build().
  */
-export function composeMessage(options: Mail.Options): Promise<Buffer> {
+export async function composeMessage(options: Mail.Options): Promise<Buffer> {
+  // async: whatever throws (a header nodemailer refuses) rejects, as a failed build() does.
   const MailComposer = require('nodemailer/lib/mail-composer') as typeof MailComposerClass;
   const root = new MailComposer(options).compile();
-  const direct = buildOnePart(root as unknown as OnePartNode);
-  if (direct) return Promise.resolve(direct);
-  return buildStreamed(root);
+  return buildOnePart(root as unknown as OnePartNode) ?? buildStreamed(root);
 }
 
 /** The streamed way, for any MIME tree; also what the direct way is checked against. */
