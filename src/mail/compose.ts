@@ -6,12 +6,12 @@ import type Mail from 'nodemailer/lib/mailer';
  * are encoded and folded (and injection refused) by one well-tested implementation.
  *
  * MimeNode.build() streams even a short text through a chain of Transform streams (content,
- * encoder, LastNewline, pipeline bookkeeping, a setImmediate between steps); for a reply that
- * was a large part of the agent's CPU per request. A message that is one text part is therefore put together here from the same
- * pieces without streams: MimeNode's own header block, the body encoded by nodemailer's own
- * quoted-printable or base64 encoder, and the final line break LastNewline adds. The bytes are the
- * same (test/compose.test.ts compares both ways over a corpus); anything else (attachments, a
- * multipart tree, transforms) goes through build().
+ * encoder, LastNewline, pipeline bookkeeping, a setImmediate between steps): for a reply, a large
+ * part of the agent's CPU per request. A message that is one text part is therefore put together
+ * here from the same pieces without streams: MimeNode's own header block, the body encoded by
+ * nodemailer's own quoted-printable or base64 encoder, and the final line break LastNewline adds.
+ * The bytes are the same (test/compose.test.ts compares both ways over a corpus); anything else
+ * (attachments, a multipart tree, transforms) goes through build().
  */
 export async function composeMessage(options: Mail.Options): Promise<Buffer> {
   // async: whatever throws (a header nodemailer refuses) rejects, as a failed build() does.

@@ -8,6 +8,7 @@ import { DryRunPreview } from './dry-run';
 import { messageKey } from './headers';
 import { capYoungGeneration } from './heap';
 import { KeptLeases, leaseMessage, messageLeaseMs, type AgentIdentity, type MessageLease } from './leases';
+import { mapLimit, WorkQueue } from './work-queue';
 
 /** Small messages downloaded, leased and claimed at once. */
 const FETCH_BATCH = 20;
@@ -117,8 +118,7 @@ export class MessageBatches {
     const uids = await source.listUids(source.folders.processing);
     if (uids.length === 0) return;
     this.host.log.info('recovering messages left in processing', { count: uids.length });
-    const large = await source.largerThan(source.folders.processing, LARGE_MESSAGE_BYTES);
-    for (const slice of slices(uids, large)) {
+    for (const slice of slices(uids, await this.largeAmong(source.folders.processing, uids))) {
       if (this.host.stopping) break;
       await this.handleAndFile(source.folders.processing, await this.fetchAndLease(source.folders.processing, slice), 'recovery');
     }
@@ -156,7 +156,7 @@ export class MessageBatches {
   private async claimAndHandle(uids: number[]): Promise<number> {
     const source = this.host.source;
     const work = new WorkQueue<Held, Handled>(CONCURRENCY, (h) => this.handle(h, 'inbox'), (h) => h.raw.length);
-    const large = await source.largerThan(source.folders.inbox, LARGE_MESSAGE_BYTES);
+    const large = await this.largeAmong(source.folders.inbox, uids);
     let claimed = 0;
     try {
       for (const slice of slices(uids, large)) {
@@ -240,6 +240,11 @@ export class MessageBatches {
     return { held: moved };
   }
 
+  /** Which of `uids` are large: one SEARCH, skipped for a single message (downloaded alone anyway). */
+  private async largeAmong(folder: string, uids: number[]): Promise<Set<number>> {
+    return uids.length > 1 ? this.host.source.largerThan(folder, LARGE_MESSAGE_BYTES) : new Set();
+  }
+
   private async handleAndFile(folder: string, held: Held[], origin: 'inbox' | 'recovery'): Promise<void> {
     await this.file(folder, await mapLimit(held, CONCURRENCY, (h) => this.handle(h, origin)));
   }
@@ -312,14 +317,6 @@ function filing(outcome: Outcome): 'processed' | 'rejected' {
   return outcome.kind === 'reply' && outcome.decision !== 'rejected' ? 'processed' : 'rejected';
 }
 
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const work = new WorkQueue(limit, fn);
-  work.push(items);
-  await work.idle();
-  if (work.failures.length) throw work.failures[0];
-  return work.takeFinished();
-}
-
 /** UIDs in slices for one download each: up to FETCH_BATCH small messages, or one large one. */
 function* slices(uids: number[], large: Set<number>): Generator<number[]> {
   let small: number[] = [];
@@ -335,67 +332,4 @@ function* slices(uids: number[], large: Set<number>): Generator<number[]> {
     }
   }
   if (small.length) yield small;
-}
-
-/**
- * Items worked on by `fn`, at most `limit` at a time, in the order they were pushed; results are
- * collected in the order they finish, errors apart. `weigh` tells what an item holds (bytes).
- */
-class WorkQueue<T, R> {
-  readonly finished: R[] = [];
-  readonly failures: unknown[] = [];
-  private readonly waiting: T[] = [];
-  private running = 0;
-  /** Weight of the items waiting or running. */
-  private weight = 0;
-  private wakeUps: (() => void)[] = [];
-
-  constructor(
-    private readonly limit: number,
-    private readonly fn: (item: T) => Promise<R>,
-    private readonly weigh: (item: T) => number = () => 0,
-  ) {}
-
-  push(items: T[]): void {
-    this.waiting.push(...items);
-    for (const item of items) this.weight += this.weigh(item);
-    this.startMore();
-  }
-
-  /** Items not finished yet (waiting or running). */
-  get pending(): number {
-    return this.waiting.length + this.running;
-  }
-
-  /** Resolves once fewer than `count` items weighing less than `weight` in all are pending (or none). */
-  async below(count: number, weight = Infinity): Promise<void> {
-    while (this.pending > 0 && (this.pending >= count || this.weight >= weight)) await new Promise<void>((wake) => this.wakeUps.push(wake));
-  }
-
-  /** Resolves once nothing is pending. */
-  idle(): Promise<void> {
-    return this.below(1);
-  }
-
-  takeFinished(): R[] {
-    return this.finished.splice(0);
-  }
-
-  private startMore(): void {
-    while (this.running < this.limit && this.waiting.length) {
-      const item = this.waiting.shift()!;
-      this.running++;
-      void this.fn(item)
-        .then(
-          (result) => void this.finished.push(result),
-          (err: unknown) => void this.failures.push(err),
-        )
-        .finally(() => {
-          this.running--;
-          this.weight -= this.weigh(item);
-          this.startMore();
-          for (const wake of this.wakeUps.splice(0)) wake();
-        });
-    }
-  }
 }
