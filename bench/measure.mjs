@@ -295,6 +295,51 @@ export function machineCpu() {
   return { busy: total - idle, total, cpus: (text.match(/^cpu\d+ /gm) ?? []).length };
 }
 
+/** Every process's CPU seconds from /proc/PID/stat: its own (utime + stime) and its waited-for children's (cutime + cstime). */
+function allProcessCpu() {
+  clockTicks ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+  const out = new Map();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const close = stat.lastIndexOf(')');
+    const fields = stat.slice(close + 2).split(' ');
+    out.set(Number(entry), {
+      name: stat.slice(stat.indexOf('(') + 1, close),
+      own: (Number(fields[11]) + Number(fields[12])) / clockTicks,
+      children: (Number(fields[13]) + Number(fields[14])) / clockTicks,
+    });
+  }
+  return out;
+}
+
+/**
+ * CPU seconds by program name from now until end(): what live processes used, plus what exited
+ * ones used, counted where their parent waited for them ("exited children of NAME": Postfix's
+ * master runs smtpd, cleanup and the delivery agents as short-lived children). A child that ran
+ * before the start and exited after it is counted whole: the figures are a breakdown, not a clock.
+ */
+export function cpuByProgram() {
+  const before = allProcessCpu();
+  return {
+    end() {
+      const totals = new Map();
+      const add = (name, seconds) => seconds > 0 && totals.set(name, (totals.get(name) ?? 0) + seconds);
+      for (const [pid, now] of allProcessCpu()) {
+        const then = before.get(pid)?.name === now.name ? before.get(pid) : { own: 0, children: 0 };
+        add(now.name, now.own - then.own);
+        add(`exited children of ${now.name}`, now.children - then.children);
+      }
+      return [...totals].sort((a, b) => b[1] - a[1]);
+    },
+  };
+}
+
 /** Pids of a process's children, grandchildren, … (from /proc/PID/task/TID/children). */
 export function descendants(pid) {
   const out = [];

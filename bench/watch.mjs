@@ -43,7 +43,8 @@
 // --profile: the agent's IMAP commands during (b), by name, with the time from each command to
 //   its tagged answer: Dovecot writes a rawlog of the connection (rawlog_dir, lines stamped to
 //   the µs; Dovecot restarts once to take the setting). And from the agent's own log: pipeline
-//   time per message, and how long each reply waited in the outbox. Costs the agent nothing: the
+//   time per message, and how long each reply waited in the outbox. And the CPU each program of
+//   the machine used in (a) and (b) (/proc/PID/stat), per mail. Costs the agent nothing: the
 //   goal figures stay valid.
 // --strace: `strace -f -T -yy` on the agent during the last (b) (Debian package `strace`): fsync /
 //   fdatasync by file (with WAL and synchronous = FULL each SQLite commit syncs the WAL once),
@@ -55,7 +56,7 @@ import { appendFileSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tsImport } from 'tsx/esm/api';
-import { binaryPath, KiB, machineCpu, median, procCpuSeconds, procMemory, procSchedstat, ROOT, show, valueOf, watchMemory } from './measure.mjs';
+import { binaryPath, cpuByProgram, KiB, machineCpu, median, procCpuSeconds, procMemory, procSchedstat, ROOT, show, valueOf, watchMemory } from './measure.mjs';
 
 const BIN = binaryPath();
 const argv = process.argv.slice(2);
@@ -412,10 +413,12 @@ try {
   for (let r = 1; r <= ROUNDS; r++) {
     // (a) raw delivery: rate and latency
     const cpuA = cpuAccount();
+    const programsA = PROFILE ? cpuByProgram() : undefined;
     let t0 = Date.now();
     const rawSent = await send(stack, 'sink@example.com', N, 'raw');
     await waitForFiles(sinkDir, WARMUP + r * N, 120_000);
     const machineA = cpuA.end();
+    const byProgramA = programsA?.end();
     const wallA = (Date.now() - t0) / 1000;
     const rawArrived = arrivals(sinkDir, 'message-id');
     const rawMs = Math.max(...[...rawSent.keys()].map((id) => rawArrived.get(id))) - t0;
@@ -427,6 +430,7 @@ try {
     const cpu0 = procCpuSeconds(pid);
     const sched0 = procSchedstat(pid);
     const cpuBAccount = cpuAccount();
+    const programsB = PROFILE ? cpuByProgram() : undefined;
     t0 = Date.now();
     const bulk = await send(stack, 'agent@example.com', N, 'bulk');
     await waitForFiles(opsDir, WARMUP + r * N, 600_000);
@@ -434,6 +438,7 @@ try {
     const cpuB = procCpuSeconds(pid) - cpu0;
     const sched1 = procSchedstat(pid);
     const machineB = cpuBAccount.end();
+    const byProgramB = programsB?.end();
     if (strace) await strace.stop();
     const bulkReplies = arrivals(opsDir, 'in-reply-to');
     const bulkLat = latencies(bulk, bulkReplies);
@@ -446,13 +451,15 @@ try {
       mainRun: sched1.runSeconds - sched0.runSeconds,
       mainWait: sched1.waitSeconds - sched0.waitSeconds,
       imapB: rawlog ? imapCommands(rawlog, t0, tEnd) : undefined,
+      byProgramA,
+      byProgramB,
     });
   }
   strace = undefined;
   const mem = memory.stop();
   for (const round of rounds) round.ratio = round.agentRate / round.rawRate;
   // The round with the median ratio stands for all in the detailed lines.
-  const { rawRate, rawMs, rawLat, machineA, wallA, agentRate, agentMs, bulk, bulkReplies, bulkLat, cpuB, machineB, wallB, mainRun, mainWait, imapB } =
+  const { rawRate, rawMs, rawLat, machineA, wallA, agentRate, agentMs, bulk, bulkReplies, bulkLat, cpuB, machineB, wallB, mainRun, mainWait, imapB, byProgramA, byProgramB } =
     [...rounds].sort((x, y) => x.ratio - y.ratio)[(rounds.length - 1) >> 1];
 
   // (c) one request at a time
@@ -487,8 +494,10 @@ try {
     );
   };
   console.log(`watch bench: ${show(BIN)}, ${N} mails per run, ${ROUNDS} rounds of (a) then (b), ${PACED} single requests every ${PACE_MS} ms; load average ${loadAtStart} at the start, ${loadAverage()} at the end${STRACE ? '; --strace: slowed by strace, not goal figures' : ''}`);
-  console.log(`  rounds (msg/s raw → agent = ratio; agent p50 with ${N} queued):`);
-  rounds.forEach((x, i) => console.log(`    ${i + 1}. ${x.rawRate.toFixed(0)} → ${x.agentRate.toFixed(0)} = ${x.ratio.toFixed(2)}; p50 ${secs(percentile(x.bulkLat, 50))} s`));
+  console.log(`  rounds (msg/s raw → agent = ratio; agent p50 with ${N} queued; agent CPU per request):`);
+  rounds.forEach((x, i) =>
+    console.log(`    ${i + 1}. ${x.rawRate.toFixed(0)} → ${x.agentRate.toFixed(0)} = ${x.ratio.toFixed(2)}; p50 ${secs(percentile(x.bulkLat, 50))} s; ${((1000 * x.cpuB) / N).toFixed(2)} ms`),
+  );
   console.log(`  the round with the median ratio:`);
   console.log(`  (a) raw delivery (Postfix → Dovecot), ${N} at once:  ${rawRate.toFixed(0)} msg/s  (${N} in ${secs(rawMs)} s); latency ${p(rawLat)}`);
   console.log(`      whole machine meanwhile:         ${machineLine(machineA, wallA, 'delivery')}`);
@@ -526,6 +535,10 @@ try {
     for (const [name, c] of [...imapRows, ['all but IDLE', all]]) {
       console.log(`    ${name.padEnd(14)} ${String(c.n).padStart(6)}  ${(c.n / N).toFixed(3)} per request  ${c.seconds.toFixed(3).padStart(7)} s`);
     }
+    const programs = (byProgram) => byProgram.filter(([, seconds]) => seconds >= 0.01).map(([name, seconds]) => `${name} ${((1000 * seconds) / N).toFixed(2)}`).join(', ');
+    console.log(`  CPU by program (ms per mail; /proc/PID/stat of every process, exited ones counted where their parent waited for them):`);
+    console.log(`    (a) per delivery: ${programs(byProgramA)}`);
+    console.log(`    (b) per request:  ${programs(byProgramB)}`);
     const handled = agent.records.filter((r) => r.msg === 'handled' && typeof r.ms === 'number').map((r) => r.ms);
     const sent = agent.records.filter((r) => r.msg === 'sent' && typeof r.queuedMs === 'number').map((r) => r.queuedMs);
     if (handled.length) console.log(`  pipeline per message (log "handled", ms; several run at once): median ${median(handled)}, max ${Math.max(...handled)}`);

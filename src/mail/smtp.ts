@@ -3,8 +3,7 @@ import { resolveSecret } from '../config/secrets';
 import { smtpTransportOptions } from '../core/smtp-options';
 import { tokensFor } from './oauth2';
 import type { ReplyMessage } from './reply';
-
-type Envelope = { from: string; to: string[] };
+import { SmtpPool, type Envelope, type SmtpLogin } from './smtp-pool';
 
 /** Something that hands replies to an SMTP server; `close` ends its connections. */
 export interface SmtpSender {
@@ -14,18 +13,17 @@ export interface SmtpSender {
   readonly connections?: number;
 }
 
-function transportOptions(config: Config, smtp: SmtpConfig) {
-  const options = smtpTransportOptions(smtp, smtp.user && smtp.password ? resolveSecret(smtp.password, config.file, 'smtp.password') : undefined);
+/** The configured server's pool: connection options from the config, and the login (password or XOAUTH2 tokens). */
+function smtpPool(config: Config, smtp: SmtpConfig, size: number, maxMessages: number): SmtpPool {
+  const password = smtp.user && smtp.password ? resolveSecret(smtp.password, config.file, 'smtp.password') : undefined;
+  const { auth, ...connection } = smtpTransportOptions(smtp, password);
   const tokens = tokensFor(config, 'smtp');
-  if (!tokens) return options;
-  // XOAUTH2: nodemailer asks for a token per login, and again with `renew` when the server refused it.
-  const provisionCallback = (_user: string, renew: boolean, done: (err: Error | null, token?: string, expires?: number) => void) => {
-    tokens.token(renew).then(
-      (t) => done(null, t.accessToken, t.expiresAt),
-      (err: Error) => done(err),
-    );
-  };
-  return { ...options, auth: { type: 'OAuth2' as const, user: smtp.user!, provisionCallback } };
+  const login: SmtpLogin | undefined = tokens
+    ? { user: smtp.user!, token: (renew) => tokens.token(renew) }
+    : auth?.user && auth.pass
+      ? { user: auth.user, pass: auth.pass }
+      : undefined;
+  return new SmtpPool({ connection, login, size, maxMessages });
 }
 
 /**
@@ -34,31 +32,18 @@ function transportOptions(config: Config, smtp: SmtpConfig) {
  */
 export function createSmtpSender(config: Config, options: { pooled?: boolean; maxConnections?: number } = {}): SmtpSender {
   if (!config.smtp) throw new Error('smtp is not configured');
-  const nodemailer = require('nodemailer') as typeof import('nodemailer');
-  const base = transportOptions(config, config.smtp);
-  const connections = options.pooled ? options.maxConnections ?? 4 : undefined;
-  const transport = options.pooled
-    ? nodemailer.createTransport({ ...base, pool: true, maxConnections: connections, maxMessages: 1000 })
-    : nodemailer.createTransport(base);
-  return {
-    connections,
-    async send(envelope, raw) {
-      await transport.sendMail({ envelope, raw });
-    },
-    close: () => transport.close(),
-  };
+  if (!options.pooled) {
+    const pool = smtpPool(config, config.smtp, Infinity, 1);
+    return { send: (envelope, raw) => pool.send(envelope, raw), close: () => pool.close() };
+  }
+  const pool = smtpPool(config, config.smtp, options.maxConnections ?? 4, 1000);
+  return { connections: pool.connections, send: (envelope, raw) => pool.send(envelope, raw), close: () => pool.close() };
 }
 
 /** Connects, says EHLO, upgrades with STARTTLS when offered or required, and logs in: what `test-service` checks. */
 export async function verifySmtp(config: Config): Promise<void> {
   if (!config.smtp) throw new Error('smtp is not configured');
-  const nodemailer = require('nodemailer') as typeof import('nodemailer');
-  const transport = nodemailer.createTransport(transportOptions(config, config.smtp));
-  try {
-    await transport.verify();
-  } finally {
-    transport.close();
-  }
+  await smtpPool(config, config.smtp, 1, 1).verify();
 }
 
 /** Hands a composed reply to the configured SMTP server, byte for byte. */
