@@ -257,6 +257,11 @@ export function procMemory(pid) {
   return { rssKiB: kib('VmRSS'), hwmKiB: kib('VmHWM') };
 }
 
+/** Resets a process's VmHWM to its current RSS (proc(5): clear_refs 5), so that a later read is the peak since now. */
+export function resetPeakRss(pid) {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
+}
+
 let clockTicks;
 /** CPU seconds (user + system, every thread) a process has used so far; undefined once it is gone. */
 export function procCpuSeconds(pid) {
