@@ -35,4 +35,35 @@ test('the young generation stops growing once it reached the cap; without it, V8
   assert.is(capped.end, 16 * MiB);
 });
 
+// Objects that live through a few scavenges (a 1 MiB new space makes that quick) and then die in
+// the old generation, beside 100 000 that stay: how large the old space gets before collected.
+const OLD_GENERATION_SCRIPT = `
+const v8 = require('node:v8');
+const { limitOldGenerationGrowth } = require(${JSON.stringify(join(ROOT, 'src/watch/heap.ts'))});
+if (process.argv[1] === 'limit') limitOldGenerationGrowth();
+const oldSpace = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'old_space').space_size;
+const kept = Array.from({ length: 100000 }, (_, i) => ({ id: i, text: 'kept ' + i }));
+let peak = 0;
+const recent = [];
+for (let round = 0; round < 5000; round++) {
+  recent.push(Array.from({ length: 3000 }, (_, i) => ({ round, i, text: 'message ' + round + ' ' + i })));
+  if (recent.length > 8) recent.shift();
+  peak = Math.max(peak, oldSpace());
+}
+console.log(JSON.stringify({ peak, kept: kept.length }));
+`;
+
+function oldGenerationPeak(mode: 'limit' | 'plain'): number {
+  const child = spawnSync(process.execPath, ['--max-semi-space-size=1', '--import', 'tsx', '-e', OLD_GENERATION_SCRIPT, mode], { cwd: ROOT, encoding: 'utf8' });
+  assert.is(child.status, 0, child.stderr);
+  return JSON.parse(child.stdout).peak;
+}
+
+test('with the growth limit the old generation peaks far below what V8 alone lets it reach', () => {
+  const plain = oldGenerationPeak('plain');
+  const limited = oldGenerationPeak('limit');
+  assert.ok(plain > 60 * MiB, `the premise: V8 alone lets this workload's old space reach ${(plain / MiB).toFixed(1)} MiB`);
+  assert.ok(limited < plain * 0.6, `old space peak ${(limited / MiB).toFixed(1)} MiB with the limit, ${(plain / MiB).toFixed(1)} MiB without`);
+});
+
 test.run();

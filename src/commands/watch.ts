@@ -11,6 +11,7 @@ import { openStateStore } from '../state/open';
 import { MemoryStore, type StateStore } from '../state/store';
 import { sweepSpool } from '../mail/spool';
 import { Agent } from '../watch/agent';
+import { limitOldGenerationGrowth } from '../watch/heap';
 import { AgentIdentity } from '../watch/leases';
 
 interface WatchArgs {
@@ -44,6 +45,7 @@ export async function handler(argv: WatchArgs): Promise<number> {
   if (format && format !== 'json' && format !== 'text') throw new UserError(`MAILAGENT_LOG_FORMAT=${format}: expected json or text`, EXIT.USAGE);
   const log = createLogger({ level: argv.debug ? 'debug' : level, json: format ? format === 'json' : undefined });
 
+  limitOldGenerationGrowth();
   const store: StateStore = dryRun ? new MemoryStore() : await openStateStore(config);
   // Attachments a crashed run or watch left behind; those of running processes are theirs.
   if (!dryRun) sweepSpool(config.state.path);
