@@ -13,17 +13,28 @@ export interface SmtpSender {
   readonly connections?: number;
 }
 
-/** The configured server's pool: connection options from the config, and the login (password or XOAUTH2 tokens). */
+/** A pool for an SMTP server of the config: its connection options, and a password login when it has one (or `login`). */
+function poolFor(smtp: SmtpConfig, password: string | undefined, size: number, maxMessages: number, login?: SmtpLogin): SmtpPool {
+  const { auth, ...connection } = smtpTransportOptions(smtp, password);
+  const passwordLogin = auth?.user && auth.pass ? { user: auth.user, pass: auth.pass } : undefined;
+  return new SmtpPool({ connection, login: login ?? passwordLogin, size, maxMessages });
+}
+
+/** The agent's own server (smtp): the login is its password or its XOAUTH2 tokens. */
 function smtpPool(config: Config, smtp: SmtpConfig, size: number, maxMessages: number): SmtpPool {
   const password = smtp.user && smtp.password ? resolveSecret(smtp.password, config.file, 'smtp.password') : undefined;
-  const { auth, ...connection } = smtpTransportOptions(smtp, password);
   const tokens = tokensFor(config, 'smtp');
-  const login: SmtpLogin | undefined = tokens
-    ? { user: smtp.user!, token: (renew) => tokens.token(renew) }
-    : auth?.user && auth.pass
-      ? { user: auth.user, pass: auth.pass }
-      : undefined;
-  return new SmtpPool({ connection, login, size, maxMessages });
+  return poolFor(smtp, password, size, maxMessages, tokens && { user: smtp.user!, token: (renew) => tokens.token(renew) });
+}
+
+/** One composed message over one connection to `smtp`, closed after it (the heartbeat's alert server). */
+export async function sendOnce(smtp: SmtpConfig, password: string | undefined, envelope: Envelope, raw: Buffer): Promise<void> {
+  const pool = poolFor(smtp, password, 1, 1);
+  try {
+    await pool.send(envelope, raw);
+  } finally {
+    pool.close();
+  }
 }
 
 /**

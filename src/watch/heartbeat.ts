@@ -1,13 +1,8 @@
-import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { dirname } from 'node:path';
-import { resolveSecret } from '../config/secrets';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Config, HeartbeatConfig } from '../config/types';
 import type { Logger } from '../core/log';
-import { smtpTransportOptions } from '../core/smtp-options';
-import { composeMessage } from '../mail/compose';
-import { executeProcess } from '../services/jobs/runner';
-import { scrub } from '../services/mail/clients';
 import { scheduleKey, type ServiceStore } from '../state/service-store';
+import { composeOwnMail, deliverAlert, errorText, iso, type PendingAlert } from './heartbeat-alert';
 
 /**
  * The end-to-end heartbeat of `watch`: every heartbeat.everySeconds one agent (claimFiring) mails
@@ -33,8 +28,6 @@ const FIRING = scheduleKey('watch', 'heartbeat');
 export const KEEP_PROBES = 50;
 /** Only the header block is read, and only this much of a message. */
 const HEADER_SCAN_BYTES = 64 * 1024;
-const ALERT_TIMEOUT_MS = 30_000;
-const ALERT_OUTPUT_BYTES = 4096;
 /** How long an agent delivering an alert holds it; another agent may take it over afterwards. */
 const ALERT_LEASE_MS = 5 * 60_000;
 /** Retries of a failed alert: 15 s, 30 s, 60 s, ... at most 10 min apart. */
@@ -55,19 +48,6 @@ export interface ProbeRecord {
   arrivedBy?: string;
 }
 
-interface PendingAlert {
-  kind: 'failing' | 'recovered';
-  /** One line. */
-  message: string;
-  raisedAt: number;
-  attempts: number;
-  /** Not tried again before this. */
-  nextAt: number;
-  /** An agent is delivering it (until then). */
-  sending?: { by: string; until: number };
-  deliveredAt?: number;
-  lastError?: string;
-}
 
 interface StateRecord {
   state: 'ok' | 'failing';
@@ -99,8 +79,6 @@ export interface HeartbeatOptions {
   now?: () => number;
 }
 
-const iso = (ms: number) => new Date(ms).toISOString();
-const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err)).replace(/[\r\n]+/g, ' ').slice(0, 300);
 
 function macOf(key: Buffer, address: string, id: string, t: number): string {
   return createHmac('sha256', key).update(`mailagent-heartbeat\n${address.toLowerCase()}\n${id}\n${t}`).digest('hex');
@@ -135,23 +113,11 @@ export function judgeProbes(probes: ProbeRecord[], now: number, timeoutMs: numbe
   return { state: overdue ? 'failing' : back ? 'ok' : 'unknown', overdue, back };
 }
 
-function composeMail(fields: { fromName: string; from: string; to: string; domain: string; subject: string; text: string; headers: Record<string, string> }, now: number): Promise<Buffer> {
-  return composeMessage({
-    from: { name: fields.fromName, address: fields.from },
-    to: fields.to,
-    subject: fields.subject,
-    // Our Message-ID form (see mail/reply.ts), so that a copy coming back is known as ours.
-    messageId: `<mailagent.${randomUUID()}@${fields.domain}>`,
-    date: new Date(now),
-    headers: { 'Auto-Submitted': 'auto-generated', 'X-Auto-Response-Suppress': 'All', ...fields.headers },
-    text: fields.text,
-  });
-}
 
 /** The probe: From and To the agent's address, authenticated by the MAC in its header. */
 export function composeProbe(config: Config, probe: { id: string; sentAt: number }, key: Buffer): Promise<Buffer> {
   const address = config.agent.address;
-  return composeMail(
+  return composeOwnMail(
     {
       fromName: config.agent.name ?? 'mailagent',
       from: address,
@@ -165,66 +131,7 @@ export function composeProbe(config: Config, probe: { id: string; sentAt: number
   );
 }
 
-function alertEnv(alert: PendingAlert): Record<string, string> {
-  // A small, known environment, as for jobs: the agent's own variables (secrets among them) stay out.
-  const env: Record<string, string> = { PATH: process.env.PATH || '/usr/local/bin:/usr/bin:/bin' };
-  for (const key of ['HOME', 'LANG', 'LC_ALL', 'TZ', 'USER', 'LOGNAME']) {
-    const value = process.env[key];
-    if (value) env[key] = value;
-  }
-  env.MAILAGENT_HEARTBEAT = alert.kind;
-  env.MAILAGENT_HEARTBEAT_MESSAGE = alert.message;
-  return env;
-}
 
-/** Delivers an alert through the configured channel; throws when it did not get through. */
-async function deliverAlert(config: Config, hb: HeartbeatConfig, alert: PendingAlert, log: Logger, now: number): Promise<void> {
-  if ('command' in hb.alert) {
-    const result = await executeProcess({
-      argv: hb.alert.command,
-      cwd: dirname(config.file),
-      env: alertEnv(alert),
-      timeoutMs: ALERT_TIMEOUT_MS,
-      maxOutputBytes: ALERT_OUTPUT_BYTES,
-      startedAt: now,
-    });
-    const output = { stdout: result.stdout.toString('utf8').trim() || undefined, stderr: result.stderr.toString('utf8').trim() || undefined };
-    if (result.status !== 'ok') {
-      log.warn('heartbeat alert command failed', { command: hb.alert.command[0], status: result.status, exitCode: result.exitCode, note: result.note, ...output });
-      throw new Error(result.note ?? `${hb.alert.command[0]} exited with ${result.exitCode ?? result.signal}`);
-    }
-    log.info('heartbeat alert command ran', { command: hb.alert.command[0], ms: result.durationMs, ...output });
-    return;
-  }
-  const { to, smtp } = hb.alert.mail;
-  const from = hb.alert.mail.from ?? config.agent.address;
-  const password = smtp.user && smtp.password ? resolveSecret(smtp.password, config.file, 'heartbeat.alert.mail.smtp.password') : undefined;
-  const lines =
-    alert.kind === 'failing'
-      ? [`The heartbeat of ${config.agent.address} is failing: a probe mailed to the mailbox did not come back in time.`, '', alert.message]
-      : [`The heartbeat of ${config.agent.address} has recovered: probes come back again.`, '', alert.message];
-  const raw = await composeMail(
-    {
-      fromName: config.agent.name ?? 'mailagent',
-      from,
-      to,
-      domain: config.agent.address.split('@')[1],
-      subject: `mailagent heartbeat: ${alert.kind === 'failing' ? 'probe overdue' : 'recovered'} (${config.agent.address})`,
-      text: `${lines.join('\n')}\n\nRaised at ${iso(alert.raisedAt)} by ${config.agent.address}.\n`,
-      headers: {},
-    },
-    now,
-  );
-  const nodemailer = require('nodemailer') as typeof import('nodemailer');
-  const transport = nodemailer.createTransport({ ...smtpTransportOptions(smtp, password), logger: false, debug: false });
-  try {
-    await transport.sendMail({ envelope: { from, to: [to] }, raw });
-  } catch (err) {
-    throw new Error(`SMTP server ${smtp.host}: ${scrub(errorText(err), smtp.user, password)}`);
-  } finally {
-    transport.close();
-  }
-}
 
 export class Heartbeat {
   private readonly now: () => number;
