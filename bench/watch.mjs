@@ -8,12 +8,12 @@
 // N requests per run (default 300). `node bench/watch.mjs 1000` is the memory run (goal 4 below).
 // After a warm-up of W mails each way (--warm-up W, default 400), unmeasured: a fresh mailbox and a
 // fresh agent start slow. The agent is a long-running process, and its rate is judged once V8 has
-// compiled its hot paths: with 100 mails of warm-up, TurboFan still took a third of the agent's
-// CPU in the first measured round and a quarter in the second (perf record -e task-clock), and
-// after 400 the rounds agree. Then (a) and (b) below alternate R times (default 5), on the same
-// servers and the same agent: the goals are judged on the medians, and the detailed figures are
-// those of the round whose ratio is the median (from one round to the next, raw delivery alone
-// moves by a quarter on a busy machine, and the ratio of one pair by a fifth).
+// compiled most of its hot paths: after 100 mails of warm-up TurboFan still took a third of the
+// agent's CPU in the first measured round (perf record -e task-clock), after 400 about a fifth in
+// each of three rounds. Then (a) and (b) below alternate R times (default 5), on the same servers
+// and the same agent: the goals are judged on the medians, and the detailed figures are those of
+// the round whose ratio is the median (from one round to the next, raw delivery alone moves by a
+// quarter on a busy machine, and the ratio of one pair by a fifth).
 // --bin PATH measures another executable (default dist/mailagent), e.g. a copy that a rebuild
 // cannot replace halfway through the run.
 //
