@@ -4,7 +4,8 @@ import * as assert from 'uvu/assert';
 import type { Config } from '../src/config/types';
 import { Outbox, backoff, outboxLeaseMs, outboxPass } from '../src/mail/outbox';
 import { createSmtpSender, type SmtpSender } from '../src/mail/smtp';
-import { SqliteStore, type StateStore } from '../src/state/store';
+import { SqliteStore } from '../src/state/sqlite-store';
+import type { StateStore } from '../src/state/store';
 import { demoConfig, tempDir } from './support/env';
 import { closedPort, startSmtpSink } from './support/smtp-sink';
 

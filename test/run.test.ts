@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { simpleParser } from 'mailparser';
 import { ROOT, exampleConfigObject, mail, tempDir } from './support/env';
 import { closedPort, startSmtpSink } from './support/smtp-sink';
-import { SqliteStore } from '../src/state/store';
+import { SqliteStore } from '../src/state/sqlite-store';
 
 // These tests run the built binary, as an MTA or procmail would.
 const BINARY = join(ROOT, 'dist', 'mailagent');

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WalFsync } from '../src/sqlite/wal-fsync';
-import { SqliteStore } from '../src/state/store';
+import { SqliteStore } from '../src/state/sqlite-store';
 import { tempDir } from './support/env';
 
 const { dir, cleanup } = tempDir('mailagent-walfsync-');

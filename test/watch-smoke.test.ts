@@ -178,7 +178,7 @@ test('after a crash: a read-only request left executing is run again, a changing
   const { mkdirSync } = await import('node:fs');
   const { parseMail } = await import('../src/mail/parse');
   const { bodyHash } = await import('../src/auth/replay');
-  const { SqliteStore } = await import('../src/state/store');
+  const { SqliteStore } = await import('../src/state/sqlite-store');
   const config = writeConfig('crash.json', (raw) => (raw.state.path = join(dir, 'crash-state.db')));
   const readOnly = mail('db tables', { Subject: 'read only', 'Message-ID': '<crash-ro@example.com>' });
   const changing = mail('db tables', { Subject: 'changing', 'Message-ID': '<crash-rw@example.com>' });

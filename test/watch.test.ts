@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { SqliteStore } from '../src/state/store';
+import { SqliteStore } from '../src/state/sqlite-store';
 import { dumpLogs, handledKey, killAgents, sleep, startAgentProcess, until, writeAgentConfig, type AgentProcess } from './support/agent-process';
 import { mail, tempDir } from './support/env';
 import { appendMail, fetchAll, folderCounts, sendMail, sendMails, waitForCount, type FetchedMail } from './support/imap';

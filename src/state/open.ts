@@ -1,5 +1,6 @@
 import type { Config } from '../config/types';
-import { SqliteStore, type StateStore } from './store';
+import { SqliteStore } from './sqlite-store';
+import type { StateStore } from './store';
 
 /**
  * The state store the config asks for: PostgreSQL when `state.postgres` is set (agents on several

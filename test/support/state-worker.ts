@@ -8,7 +8,8 @@
 import { createInterface } from 'node:readline';
 import type { Config } from '../../src/config/types';
 import { PgStore } from '../../src/state/pg-store';
-import { SqliteStore, type StateStore } from '../../src/state/store';
+import { SqliteStore } from '../../src/state/sqlite-store';
+import type { StateStore } from '../../src/state/store';
 
 async function main() {
   const target = JSON.parse(process.argv[2]) as { sqlite?: string; postgres?: { url: string; schema: string } };
