@@ -52,11 +52,12 @@ const connectionFailed = (err: SMTPConnection.SMTPError) =>
  * Sends composed messages byte for byte over a few kept SMTP connections (nodemailer's
  * SMTPConnection, which pipelines the envelope and DATA). The message is never compiled again:
  * nodemailer's Mailer would build a MIME tree, a Message-ID and a stream pipeline around a raw
- * message only to hand over the same bytes, at three times the CPU of the conversation itself.
+ * message only to hand over the same bytes: about 290 µs of CPU per message, where the
+ * conversation alone takes 100.
  *
- * A kept connection the server has dropped meanwhile (Postfix ends idle sessions after 5 minutes)
- * fails before any of the message is handed over: the message then goes out once more on a new
- * connection, as nodemailer's pool does. A refused envelope leaves the connection in use (RSET).
+ * A kept connection the server has dropped meanwhile (servers end idle sessions) fails before any
+ * of the message is handed over: the message then goes out once more on a new connection, as
+ * nodemailer's pool does. A refused envelope leaves the connection in use (RSET).
  */
 export class SmtpPool {
   readonly connections: number;
