@@ -43,12 +43,9 @@ export async function sendOnce(smtp: SmtpConfig, password: string | undefined, e
  */
 export function createSmtpSender(config: Config, options: { pooled?: boolean; maxConnections?: number } = {}): SmtpSender {
   if (!config.smtp) throw new Error('smtp is not configured');
-  if (!options.pooled) {
-    const pool = smtpPool(config, config.smtp, Infinity, 1);
-    return { send: (envelope, raw) => pool.send(envelope, raw), close: () => pool.close() };
-  }
-  const pool = smtpPool(config, config.smtp, options.maxConnections ?? 4, 1000);
-  return { connections: pool.connections, send: (envelope, raw) => pool.send(envelope, raw), close: () => pool.close() };
+  // Unpooled: a connection per send, as many at once as asked for, each closed after its message.
+  const pool = options.pooled ? smtpPool(config, config.smtp, options.maxConnections ?? 4, 1000) : smtpPool(config, config.smtp, Infinity, 1);
+  return { ...(options.pooled && { connections: pool.connections }), send: (envelope, raw) => pool.send(envelope, raw), close: () => pool.close() };
 }
 
 /** Connects, says EHLO, upgrades with STARTTLS when offered or required, and logs in: what `test-service` checks. */

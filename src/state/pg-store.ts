@@ -349,7 +349,7 @@ export class PgStore implements StateStore {
   }
 
   async countEvents(kind: RateEvent, subject: string | undefined, since: number): Promise<number> {
-    // Two shapes, so that each is planned on its own index (a shared "$2 IS NULL OR" plan uses neither well).
+    // Two shapes, each answered from one index alone: (kind, at) for all senders, (kind, subject, at) for one.
     const { rows } =
       subject === undefined
         ? await this.query<{ n: number }>(`SELECT count(*) AS n FROM ${this.s}.mailagent_events WHERE kind = $1 AND at >= $2`, [kind, since])
