@@ -77,6 +77,32 @@ test('a failed fsync fails the commits waiting on it, and the next commit tries 
   assert.is(await settled(waiting), 'resolved');
 });
 
+test('the store waits for the disk before a change runs and before a reply counts, not before a read-only request runs', async () => {
+  const { calls, fsync } = manualFsync();
+  const store = new SqliteStore(join(dir, 'policy.db'), fsync);
+  const info = { sender: 'ops@example.com', bodyHash: 'h', mutates: false };
+  try {
+    const readOnly = store.begin('k1', info, { attempt: 0 });
+    assert.is(await settled(readOnly), 'resolved', 'a read-only request runs at once');
+    assert.is(calls.length, 0, 'and costs no fsync');
+
+    const change = store.begin('k1', { ...info, mutates: true }, { attempt: 1 });
+    assert.is(await settled(change), 'pending', 'a change waits for its executing entry to be on disk');
+    assert.is(calls.length, 1);
+    calls[0].done();
+    await settled(change);
+    calls[1].done(); // the WAL's directory entry, once
+    assert.is(await change, true);
+
+    const reply = store.saveReply('k1', { messageId: '<r@example.com>', from: 'agent@example.com', to: ['ops@example.com'], raw: Buffer.from('x') }, { attempt: 2 });
+    assert.is(await settled(reply), 'pending', 'a stored reply counts only once on disk');
+    calls[2].done();
+    assert.is(await reply, true);
+  } finally {
+    await store.close();
+  }
+});
+
 test('the real fsync: the WAL of an open store, and a clear error when the file is not there', async () => {
   const path = join(dir, 'state.db');
   const store = new SqliteStore(path);

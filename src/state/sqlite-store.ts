@@ -1,6 +1,6 @@
 import type { Statement } from 'better-sqlite3';
 import { openStateFile, type openSqlite } from '../sqlite/open';
-import { WalFsync } from '../sqlite/wal-fsync';
+import { fsyncPath, WalFsync } from '../sqlite/wal-fsync';
 import {
   EVENTS_KEPT_MS,
   EventPruning,
@@ -69,7 +69,8 @@ export class SqliteStore implements StateStore {
   private readonly statements = new Map<string, Statement>();
   private readonly eventPruning = new EventPruning();
 
-  constructor(path: string) {
+  /** `fsync` is for tests, which finish it by hand. */
+  constructor(path: string, fsync: (path: string) => Promise<void> = fsyncPath) {
     this.db = openStateFile(path, 'state store', (db) => {
       db.exec(SCHEMA_TABLES);
       // Journals written by an earlier version lack the outbox columns and the attempt counter.
@@ -78,12 +79,12 @@ export class SqliteStore implements StateStore {
       db.exec(SCHEMA_INDEXES);
     });
     // Commits that only need to survive a crash of the process (leases, rate counters, outbox
-    // bookkeeping) skip the fsync: with WAL they are still atomic and seen by every process at
-    // once. Those the exactly-once promise rests on (a command about to run, a reply stored before
-    // its request is filed, a used one-time code) await walFsync before they count, which also
-    // covers whatever was committed before them.
+    // bookkeeping, a read-only request about to run) skip the fsync: with WAL they are still
+    // atomic and seen by every process at once. Those the exactly-once promise rests on (a change
+    // about to run, a reply stored before its request is filed, a used one-time code) await
+    // walFsync before they count, which also covers whatever was committed before them.
     this.db.pragma('synchronous = NORMAL');
-    this.walFsync = new WalFsync(path);
+    this.walFsync = new WalFsync(path, fsync);
   }
 
   /** Statements are compiled once: preparing one costs more than running it. */
@@ -115,7 +116,9 @@ export class SqliteStore implements StateStore {
       attempt: expected.attempt,
     }).changes;
     if (changed !== 1) return false;
-    await this.walFsync.flush();
+    // A read-only request whose start a power loss erased is run again, as one found executing
+    // would be: only a change must be on disk before it runs.
+    if (info.mutates) await this.walFsync.flush();
     return true;
   }
 
