@@ -82,13 +82,19 @@ function assertOneReplyEach(ids: string[], replies: FetchedMail[], resends = 0):
   assert.is(replies.length, ids.length + doubled.length);
 }
 
+/** The lines of one of the stack's logs (postfix.log, dovecot.log); none when it is not there. */
+function stackLog(name: string): string[] {
+  try {
+    return readFileSync(join(stack.dir, name), 'utf8').split('\n');
+  } catch {
+    return [];
+  }
+}
+
 /** Postfix's delivery lines (status=sent/deferred/bounced), for a failure message. */
 function postfixDeliveries(): string[] {
-  try {
-    return readFileSync(join(stack.dir, 'postfix.log'), 'utf8').split('\n').filter((l) => l.includes(' status='));
-  } catch {
-    return ['(no postfix.log)'];
-  }
+  const lines = stackLog('postfix.log');
+  return lines.length ? lines.filter((l) => l.includes(' status=')) : ['(no postfix.log)'];
 }
 
 /**
@@ -97,12 +103,11 @@ function postfixDeliveries(): string[] {
  * Dovecot had saved it).
  */
 function deliveryTrail(messageId: string): string[] {
-  const read = (name: string) => { try { return readFileSync(join(stack.dir, name), 'utf8').split('\n'); } catch { return []; } };
-  const postfix = read('postfix.log');
+  const postfix = stackLog('postfix.log');
   const queueIds = new Set(postfix.filter((l) => l.includes(`message-id=${messageId}`)).map((l) => /: ([0-9A-F]{6,}): /.exec(l)?.[1]).filter(Boolean));
   return [`${messageId}: Postfix queue IDs ${[...queueIds].join(' ') || '(none)'}`,
     ...postfix.filter((l) => [...queueIds].some((q) => l.includes(`${q}: `))),
-    ...read('dovecot.log').filter((l) => l.includes(messageId))];
+    ...stackLog('dovecot.log').filter((l) => l.includes(messageId))];
 }
 
 /**
